@@ -1,0 +1,14 @@
+//! dagproxy: an Ethash/etchash mining-pool proxy, compatible with open-ethereum-pool's Redis
+//! schema, that verifies shares in batches on the GPU (OpenCL) or the CPU.
+//!
+//! # Layout
+//! Follows the data path:
+//! - [`ethash`]: the engine (chains, cache, dataset, hashimoto, targets, DAG files).
+//! - [`hexutil`]: `0x` hex parsing shared by the CLI and the protocols.
+//! - [`cli`]: argument parsers shared by the subcommands.
+//! - [`bench`]: the `bench` subcommand's measurements.
+
+pub mod bench;
+pub mod cli;
+pub mod ethash;
+pub mod hexutil;
