@@ -4,6 +4,7 @@
 //! # Layout
 //! Follows the data path:
 //! - [`ethash`]: the engine (chains, cache, dataset, hashimoto, targets, DAG files).
+//! - [`verify`]: the verifier service (batcher, CPU and OpenCL backends).
 //! - [`hexutil`]: `0x` hex parsing shared by the CLI and the protocols.
 //! - [`cli`]: argument parsers shared by the subcommands.
 //! - [`bench`]: the `bench` subcommand's measurements.
@@ -12,3 +13,4 @@ pub mod bench;
 pub mod cli;
 pub mod ethash;
 pub mod hexutil;
+pub mod verify;
