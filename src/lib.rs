@@ -8,9 +8,11 @@
 //! - [`hexutil`]: `0x` hex parsing shared by the CLI and the protocols.
 //! - [`cli`]: argument parsers shared by the subcommands.
 //! - [`bench`]: the `bench` subcommand's measurements.
+//! - [`storage`]: Redis in open-ethereum-pool's schema.
 
 pub mod bench;
 pub mod cli;
 pub mod ethash;
 pub mod hexutil;
+pub mod storage;
 pub mod verify;

@@ -1,0 +1,402 @@
+//! Redis storage in open-ethereum-pool's exact schema (shares, hashrate, blocks, node state,
+//! black/whitelists), with the duplicate check and the writes of a share made one atomic Lua
+//! step, and many shares written per round trip.
+//!
+//! Keys are `<prefix>:<part>:<part>…` (open-ethereum-pool's `formatKey`); a found block's round is
+//! `<prefix>:shares:round<height>:<nonce>` (`formatRound`). The values written are those of
+//! open-ethereum-pool's `WriteShare`, `WriteBlock` and `WriteNodeState`, so its API, unlocker and
+//! payouts modules read them unchanged.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisError, Script};
+
+use crate::ethash::U256;
+
+/// Each connection attempt gives up after this long, so a dead Redis fails fast.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Each command gives up after this long (a batch script of thousands of shares takes a few ms).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// open-ethereum-pool keeps 3 templates in memory; pow entries older than height-8 go.
+const POW_BACKLOG: u64 = 8;
+
+/// One valid share, as the miner submitted it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShareRecord {
+    /// Miner address, lowercase `0x` + 40 hex.
+    pub login: String,
+    /// Worker id (`0` when none).
+    pub worker: String,
+    /// Nonce exactly as submitted (`0x` + 16 hex).
+    pub nonce: String,
+    /// Header (pow) hash exactly as submitted.
+    pub pow_hash: String,
+    /// Mix digest exactly as submitted.
+    pub mix_digest: String,
+    /// The share difficulty credited (open-ethereum-pool stores it as a signed 64-bit integer).
+    pub difficulty: u64,
+    /// Height of the template the share was for.
+    pub height: u64,
+}
+
+impl ShareRecord {
+    /// The `pow` zset member and block candidate prefix: `nonce:powHash:mixDigest`.
+    pub fn pow_member(&self) -> String {
+        format!("{}:{}:{}", self.nonce, self.pow_hash, self.mix_digest)
+    }
+}
+
+/// What a found block adds to its share.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockRecord {
+    /// Height of the block.
+    pub height: u64,
+    /// The block difficulty of that height (the candidate's `roundDiff`).
+    pub round_difficulty: U256,
+}
+
+/// Whether a write stored the share or found it already stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// Newly stored and counted.
+    Stored,
+    /// The same `nonce:powHash:mixDigest` was already in `pow`; nothing was written.
+    Duplicate,
+}
+
+/// Storage errors. Any of them means the write did not (or may not) happen: never report such
+/// a share as stored.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The Redis URL does not parse.
+    #[error("invalid redis url '{url}': {source}")]
+    Url {
+        /// The URL as given.
+        url: String,
+        /// Why.
+        source: RedisError,
+    },
+    /// Could not connect at start.
+    #[error("redis unreachable at {url}: {source}")]
+    Connect {
+        /// The URL (password elided).
+        url: String,
+        /// Why.
+        source: RedisError,
+    },
+    /// A command failed: connection lost, timeout, or a Redis error reply.
+    #[error("redis: {0}")]
+    Redis(#[from] RedisError),
+    /// open-ethereum-pool stores difficulties as signed 64-bit integers.
+    #[error("share difficulty {0} does not fit open-ethereum-pool's signed 64-bit field")]
+    Difficulty(u64),
+    /// A script answered something it never answers.
+    #[error("unexpected reply from redis script: {0}")]
+    Reply(String),
+}
+
+impl StorageError {
+    /// Whether the error is Redis being unreachable or too slow (rather than a logic error).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StorageError::Connect { .. } => true,
+            StorageError::Redis(e) => {
+                e.is_io_error() || e.is_timeout() || e.is_connection_dropped()
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A handle on the pool's Redis; cheap to clone (one multiplexed, self-reconnecting connection).
+#[derive(Clone)]
+pub struct RedisStore {
+    con: ConnectionManager,
+    prefix: String,
+    hashrate_expiration_s: u64,
+    share_script: Script,
+    block_script: Script,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .field("hashrate_expiration_s", &self.hashrate_expiration_s)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `redis://` is optional: open-ethereum-pool configs give `host:port`.
+fn normalize_url(url: &str) -> String {
+    if url.contains("://") {
+        url.to_string()
+    } else {
+        format!("redis://{url}")
+    }
+}
+
+/// The URL for messages, without a password.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The exclusive lower bound of the pow sweep, or none below height 8 (the Go code's uint64
+/// `height-8` wraps there and sweeps everything).
+fn sweep_bound(height: u64) -> String {
+    height
+        .checked_sub(POW_BACKLOG)
+        .map(|h| h.to_string())
+        .unwrap_or_default()
+}
+
+fn check_difficulty(s: &ShareRecord) -> Result<(), StorageError> {
+    if s.difficulty > i64::MAX as u64 {
+        return Err(StorageError::Difficulty(s.difficulty));
+    }
+    Ok(())
+}
+
+impl RedisStore {
+    /// Connects (failing within about a second if Redis is not there). `url` is
+    /// `redis://[:password@]host:port[/db]` or open-ethereum-pool's `host:port`.
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        hashrate_expiration: Duration,
+    ) -> Result<Self, StorageError> {
+        let full = normalize_url(url);
+        let client = redis::Client::open(full.as_str()).map_err(|source| StorageError::Url {
+            url: redacted(&full),
+            source,
+        })?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let con = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(|source| StorageError::Connect {
+                url: redacted(&full),
+                source,
+            })?;
+        Ok(Self {
+            con,
+            prefix: prefix.to_string(),
+            hashrate_expiration_s: hashrate_expiration.as_secs().max(1),
+            share_script: Script::new(include_str!("share.lua")),
+            block_script: Script::new(include_str!("block.lua")),
+        })
+    }
+
+    /// The key prefix (`eth` by default).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `prefix:part:part…`, open-ethereum-pool's `formatKey`.
+    pub fn key(&self, parts: &[&str]) -> String {
+        let mut k = self.prefix.clone();
+        for p in parts {
+            k.push(':');
+            k.push_str(p);
+        }
+        k
+    }
+
+    /// `prefix:shares:round<height>:<nonce>`, open-ethereum-pool's `formatRound`.
+    pub fn round_key(&self, height: u64, nonce: &str) -> String {
+        self.key(&["shares", &format!("round{height}"), nonce])
+    }
+
+    /// Stores one share unless it is a duplicate: checkPoWExist + writeShare + `stats`
+    /// roundShares, atomically.
+    pub async fn write_share(&self, s: &ShareRecord) -> Result<WriteOutcome, StorageError> {
+        let mut out = self.write_shares(std::slice::from_ref(s)).await?;
+        out.pop()
+            .ok_or_else(|| StorageError::Reply("no outcome for the share".into()))
+    }
+
+    /// Stores many shares in one script call (one round trip), in order; a share duplicating
+    /// an earlier one (stored before or earlier in the batch) is `Duplicate`.
+    pub async fn write_shares(
+        &self,
+        batch: &[ShareRecord],
+    ) -> Result<Vec<WriteOutcome>, StorageError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        for s in batch {
+            check_difficulty(s)?;
+        }
+        let ms = now_ms();
+        let mut inv = self.share_script.prepare_invoke();
+        inv.key(self.key(&["pow"]))
+            .key(self.key(&["shares", "roundCurrent"]))
+            .key(self.key(&["hashrate"]))
+            .key(self.key(&["stats"]));
+        inv.arg(ms).arg(ms / 1000).arg(self.hashrate_expiration_s);
+        for s in batch {
+            inv.key(self.key(&["hashrate", &s.login]))
+                .key(self.key(&["miners", &s.login]));
+            inv.arg(&s.login)
+                .arg(&s.worker)
+                .arg(s.pow_member())
+                .arg(s.difficulty)
+                .arg(s.height)
+                .arg(sweep_bound(s.height));
+        }
+        let mut con = self.con.clone();
+        let flags: Vec<i64> = inv.invoke_async(&mut con).await?;
+        if flags.len() != batch.len() {
+            return Err(StorageError::Reply(format!(
+                "{} outcomes for {} shares",
+                flags.len(),
+                batch.len()
+            )));
+        }
+        Ok(flags
+            .into_iter()
+            .map(|f| {
+                if f == 1 {
+                    WriteOutcome::Stored
+                } else {
+                    WriteOutcome::Duplicate
+                }
+            })
+            .collect())
+    }
+
+    /// Stores a found block's share unless it is a duplicate, atomically: writeShare, `stats`
+    /// lastBlockFound (and roundShares removed), `finders`, `miners:<login>` blocksFound, the
+    /// current round renamed to `shares:round<height>:<nonce>` and the `blocks:candidates` entry
+    /// `nonce:powHash:mixDigest:ts:roundDiff:totalShares` scored by height.
+    pub async fn write_block(
+        &self,
+        s: &ShareRecord,
+        b: &BlockRecord,
+    ) -> Result<WriteOutcome, StorageError> {
+        check_difficulty(s)?;
+        let ms = now_ms();
+        let mut inv = self.block_script.prepare_invoke();
+        inv.key(self.key(&["pow"]))
+            .key(self.key(&["shares", "roundCurrent"]))
+            .key(self.key(&["hashrate"]))
+            .key(self.key(&["stats"]))
+            .key(self.key(&["hashrate", &s.login]))
+            .key(self.key(&["miners", &s.login]))
+            .key(self.key(&["finders"]))
+            .key(self.round_key(b.height, &s.nonce))
+            .key(self.key(&["blocks", "candidates"]));
+        inv.arg(ms)
+            .arg(ms / 1000)
+            .arg(self.hashrate_expiration_s)
+            .arg(&s.login)
+            .arg(&s.worker)
+            .arg(s.pow_member())
+            .arg(s.difficulty)
+            .arg(b.height)
+            .arg(sweep_bound(b.height))
+            .arg(b.round_difficulty.to_string());
+        let mut con = self.con.clone();
+        let (flag, _total): (i64, String) = inv.invoke_async(&mut con).await?;
+        Ok(if flag == 1 {
+            WriteOutcome::Stored
+        } else {
+            WriteOutcome::Duplicate
+        })
+    }
+
+    /// Whether the share's `nonce:powHash:mixDigest` is already in `pow` (read-only; checked
+    /// before a block goes to the node).
+    pub async fn pow_exists(&self, s: &ShareRecord) -> Result<bool, StorageError> {
+        let mut con = self.con.clone();
+        let score: Option<String> = redis::cmd("ZSCORE")
+            .arg(self.key(&["pow"]))
+            .arg(s.pow_member())
+            .query_async(&mut con)
+            .await?;
+        Ok(score.is_some())
+    }
+
+    /// The `nodes` hash fields `<name>:name|height|difficulty|lastBeat` (one HSET, atomic).
+    pub async fn write_node_state(
+        &self,
+        name: &str,
+        height: u64,
+        difficulty: &U256,
+    ) -> Result<(), StorageError> {
+        let mut con = self.con.clone();
+        let now = now_ms() / 1000;
+        let () = redis::cmd("HSET")
+            .arg(self.key(&["nodes"]))
+            .arg(format!("{name}:name"))
+            .arg(name)
+            .arg(format!("{name}:height"))
+            .arg(height)
+            .arg(format!("{name}:difficulty"))
+            .arg(difficulty.to_string())
+            .arg(format!("{name}:lastBeat"))
+            .arg(now)
+            .exec_async(&mut con)
+            .await?;
+        Ok(())
+    }
+
+    /// `SMEMBERS prefix:blacklist` (banned logins).
+    pub async fn blacklist(&self) -> Result<Vec<String>, StorageError> {
+        self.members("blacklist").await
+    }
+
+    /// `SMEMBERS prefix:whitelist` (IPs exempt from policy).
+    pub async fn whitelist(&self) -> Result<Vec<String>, StorageError> {
+        self.members("whitelist").await
+    }
+
+    async fn members(&self, set: &str) -> Result<Vec<String>, StorageError> {
+        let mut con = self.con.clone();
+        Ok(redis::cmd("SMEMBERS")
+            .arg(self.key(&[set]))
+            .query_async(&mut con)
+            .await?)
+    }
+
+    /// `PING`.
+    pub async fn ping(&self) -> Result<(), StorageError> {
+        let mut con = self.con.clone();
+        let _: String = redis::cmd("PING").query_async(&mut con).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_forms_and_redaction() {
+        assert_eq!(normalize_url("127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(normalize_url("redis://h:1/2"), "redis://h:1/2");
+        assert_eq!(redacted("redis://:secret@h:1/0"), "redis://***@h:1/0");
+        assert_eq!(redacted("redis://h:1"), "redis://h:1");
+    }
+
+    #[test]
+    fn sweep_bound_saturates_below_backlog() {
+        assert_eq!(sweep_bound(7), "");
+        assert_eq!(sweep_bound(8), "0");
+        assert_eq!(sweep_bound(100), "92");
+    }
+}
