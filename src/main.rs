@@ -29,6 +29,8 @@ enum Command {
     /// Benchmarks; print JSON.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Run the embedded development chain (geth-style JSON-RPC with verified solutions).
+    Devnet(dagproxy::devnet::DevnetArgs),
 }
 
 #[derive(Args, Debug)]
@@ -141,7 +143,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
+        Command::Devnet(a) => Ok(runtime()?.block_on(dagproxy::devnet::run_cli(a))?),
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new().context("tokio runtime")
 }
 
 fn hash(a: HashArgs) -> anyhow::Result<()> {
