@@ -31,6 +31,8 @@ enum Command {
     Bench(BenchCommand),
     /// Run the embedded development chain (geth-style JSON-RPC with verified solutions).
     Devnet(dagproxy::devnet::DevnetArgs),
+    /// Demo CPU miner for a Stratum (EthProxy) pool; prints a JSON summary at the end.
+    Mine(dagproxy::miner::MineArgs),
 }
 
 #[derive(Args, Debug)]
@@ -144,6 +146,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Devnet(a) => Ok(runtime()?.block_on(dagproxy::devnet::run_cli(a))?),
+        Command::Mine(a) => {
+            let stats = runtime()?.block_on(dagproxy::miner::run_cli(a))?;
+            println!("{}", serde_json::to_string(&stats)?);
+            Ok(())
+        }
     }
 }
 
