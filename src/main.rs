@@ -29,6 +29,10 @@ enum Command {
     /// Benchmarks; print JSON.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Run the embedded development chain (geth-style JSON-RPC with verified solutions).
+    Devnet(dagproxy::devnet::DevnetArgs),
+    /// Demo CPU miner for a Stratum (EthProxy) pool; prints a JSON summary at the end.
+    Mine(dagproxy::miner::MineArgs),
 }
 
 #[derive(Args, Debug)]
@@ -141,7 +145,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
+        Command::Devnet(a) => Ok(runtime()?.block_on(dagproxy::devnet::run_cli(a))?),
+        Command::Mine(a) => {
+            let stats = runtime()?.block_on(dagproxy::miner::run_cli(a))?;
+            println!("{}", serde_json::to_string(&stats)?);
+            Ok(())
+        }
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new().context("tokio runtime")
 }
 
 fn hash(a: HashArgs) -> anyhow::Result<()> {
