@@ -506,7 +506,8 @@ impl Worker {
                 result = self.backend.hash(&jobs, &mut self.caches);
             }
         }
-        let n = batch.len();
+        // Free the queue places before answering, so an answered caller sees room.
+        self.shared.pending.fetch_sub(batch.len(), Ordering::SeqCst);
         match result {
             Ok(outs) => {
                 for (job, out) in batch.into_iter().zip(outs) {
@@ -519,6 +520,5 @@ impl Worker {
                 }
             }
         }
-        self.shared.pending.fetch_sub(n, Ordering::SeqCst);
     }
 }

@@ -134,14 +134,28 @@ fn describe(index: usize, platform: &Platform, d: &Device) -> ClDeviceInfo {
     }
 }
 
+/// Serialises discovery and context/program creation: the ICD loader's and PoCL's first-time
+/// initialisation is not thread-safe (concurrent opens here listed no device or crashed).
+static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn all_devices() -> Result<Vec<(Platform, Device, ClDeviceInfo)>, ClError> {
+    let _guard = INIT.lock().unwrap_or_else(|p| p.into_inner());
     let mut out = Vec::new();
+    let mut failures = Vec::new();
     for p in platforms()? {
-        // A platform whose device query fails is skipped, not fatal.
-        for d in Device::list_all(p).unwrap_or_default() {
-            let info = describe(out.len(), &p, &d);
-            out.push((p, d, info));
+        // A platform whose device query fails is skipped, not fatal, unless none answers.
+        match Device::list_all(p) {
+            Ok(list) => {
+                for d in list {
+                    let info = describe(out.len(), &p, &d);
+                    out.push((p, d, info));
+                }
+            }
+            Err(e) => failures.push(format!("{}: {e}", p.name().unwrap_or_default())),
         }
+    }
+    if out.is_empty() && !failures.is_empty() {
+        return Err(ClError::NoDevice(failures.join("; ")));
     }
     Ok(out)
 }
@@ -218,6 +232,7 @@ impl ClEngine {
                 .ok_or_else(|| ClError::NoDevice("the platforms list no device".into()))?,
         };
         let (platform, device, info) = chosen.clone();
+        let _guard = INIT.lock().unwrap_or_else(|p| p.into_inner());
         let context = Context::builder()
             .platform(platform)
             .devices(device)
