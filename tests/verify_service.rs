@@ -267,3 +267,49 @@ async fn bad_config_is_an_error() {
         Err(VerifyError::Config(_))
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_falls_back_to_cpu_without_losing_the_batch_in_flight() {
+    if !opencl_available() {
+        return;
+    }
+    let chain = ChainSpec::test();
+    let v = Verifier::start(
+        chain.clone(),
+        VerifierConfig {
+            inject_device_failure_at_batch: Some(1),
+            ..config(VerifierKind::Auto)
+        },
+    )
+    .await
+    .expect("auto starts");
+    assert!(v.backend().starts_with("opencl"), "{}", v.backend());
+    let cache = light_cache(&chain, 0);
+    // Batch 0 on the device, batch 1 fails on the device and is redone on the CPU, batch 2 on
+    // the CPU: every share answered, and correctly.
+    for round in 0..3u64 {
+        let ins = inputs(50, round);
+        let got = futures_util::future::join_all(ins.iter().map(|i| v.hash(0, *i))).await;
+        for (i, o) in ins.iter().zip(got) {
+            assert_eq!(o, Ok(hashimoto(&cache, i)), "round {round}");
+        }
+    }
+    assert_eq!(v.backend(), "cpu");
+
+    // An explicit opencl backend reports the failure instead.
+    let v = Verifier::start(
+        chain,
+        VerifierConfig {
+            inject_device_failure_at_batch: Some(0),
+            ..config(VerifierKind::Opencl)
+        },
+    )
+    .await
+    .expect("opencl starts");
+    assert!(matches!(
+        v.hash(0, inputs(1, 0)[0]).await,
+        Err(VerifyError::Backend(_))
+    ));
+    assert!(v.hash(0, inputs(1, 0)[0]).await.is_ok());
+    v.shutdown().await;
+}

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::ethash::{
     hashimoto_par, ChainSpec, DagStore, EpochInfo, FullDataset, LightCache, PowInput, PowOutput,
@@ -14,9 +14,10 @@ use crate::ethash::{
 use super::VerifyError;
 
 /// Light caches by epoch, shared by whichever backend is active (so a fallback reuses them).
+/// Caches for prepared epochs are built on their own threads, so the worker keeps answering.
 #[derive(Debug, Default)]
 pub(crate) struct Caches {
-    map: HashMap<EpochInfo, Arc<LightCache>>,
+    map: HashMap<EpochInfo, Arc<OnceLock<Arc<LightCache>>>>,
     order: Vec<EpochInfo>,
 }
 
@@ -24,19 +25,54 @@ pub(crate) struct Caches {
 const KEEP_CACHES: usize = 4;
 
 impl Caches {
-    /// The cache of an epoch, built now if missing (about a second for real sizes).
-    pub(crate) fn get(&mut self, info: &EpochInfo) -> Arc<LightCache> {
+    fn cell(&mut self, info: &EpochInfo) -> Arc<OnceLock<Arc<LightCache>>> {
         if let Some(c) = self.map.get(info) {
             return c.clone();
         }
-        let c = Arc::new(LightCache::new(*info));
-        self.map.insert(*info, c.clone());
+        let cell = Arc::new(OnceLock::new());
+        self.map.insert(*info, cell.clone());
         self.order.push(*info);
         while self.order.len() > KEEP_CACHES {
             let old = self.order.remove(0);
             self.map.remove(&old);
         }
-        c
+        cell
+    }
+
+    /// Starts building an epoch's cache on its own thread (about a second for real sizes).
+    pub(crate) fn prefetch(&mut self, info: &EpochInfo) {
+        let cell = self.cell(info);
+        if cell.get().is_some() {
+            return;
+        }
+        let info = *info;
+        let spawned = std::thread::Builder::new()
+            .name(format!("cache-{}", info.epoch))
+            .spawn(move || {
+                cell.get_or_init(|| Arc::new(LightCache::new(info)));
+            });
+        if let Err(e) = spawned {
+            // Not fatal: `get` builds it on the caller's thread.
+            tracing::warn!(epoch = info.epoch, "cache thread: {e}");
+        }
+    }
+
+    /// The cache of an epoch, waiting for (or doing) its construction.
+    pub(crate) fn get(&mut self, info: &EpochInfo) -> Arc<LightCache> {
+        let info = *info;
+        self.cell(&info)
+            .get_or_init(|| Arc::new(LightCache::new(info)))
+            .clone()
+    }
+
+    /// The cache if it is built already.
+    pub(crate) fn try_get(&mut self, info: &EpochInfo) -> Option<Arc<LightCache>> {
+        self.cell(info).get().cloned()
+    }
+
+    /// A handle that a builder thread can wait on.
+    fn shared(&mut self, info: &EpochInfo) -> Arc<OnceLock<Arc<LightCache>>> {
+        self.cell(info)
     }
 }
 
@@ -56,7 +92,7 @@ pub(crate) trait Backend: Send {
     /// Keep these epochs (current first) resident, building what is missing in the background.
     fn prepare(&mut self, want: &[EpochInfo], caches: &mut Caches);
     /// One bounded piece of background work; true while more remains.
-    fn step(&mut self) -> Result<bool, VerifyError>;
+    fn step(&mut self, caches: &mut Caches) -> Result<bool, VerifyError>;
     /// Hashes a batch (any mix of epochs), outputs in input order.
     fn hash(
         &mut self,
@@ -98,12 +134,12 @@ impl Backend for CpuLight {
 
     fn prepare(&mut self, want: &[EpochInfo], caches: &mut Caches) {
         for info in want {
-            caches.get(info);
+            caches.prefetch(info);
         }
         self.want = want.to_vec();
     }
 
-    fn step(&mut self) -> Result<bool, VerifyError> {
+    fn step(&mut self, _caches: &mut Caches) -> Result<bool, VerifyError> {
         Ok(false)
     }
 
@@ -196,22 +232,24 @@ impl Backend for Cpu {
             if self.datasets.iter().any(|(i, _)| i == info) {
                 continue;
             }
-            let cache = caches.get(info);
+            let cell = caches.shared(info);
             let (tx, rx) = mpsc::channel();
             let chain = self.chain.clone();
             let dir = self.data_dir.clone();
             let epoch = info.epoch;
+            let info = *info;
             let spawned = std::thread::Builder::new()
                 .name(format!("dag-{epoch}"))
                 .spawn(move || {
                     tracing::info!(epoch, "building CPU dataset");
+                    let cache = cell.get_or_init(|| Arc::new(LightCache::new(info)));
                     let ds = match dir {
                         Some(d) => DagStore::new(d)
-                            .load_or_generate(&chain, &cache, &|_, _| {}, &|e| {
+                            .load_or_generate(&chain, cache, &|_, _| {}, &|e| {
                                 tracing::warn!("{e}; regenerating")
                             })
                             .map_err(|e| e.to_string()),
-                        None => Ok(FullDataset::generate(&cache, &|_, _| {})),
+                        None => Ok(FullDataset::generate(cache, &|_, _| {})),
                     };
                     let _ = tx.send(ds.map(Arc::new));
                 });
@@ -222,11 +260,12 @@ impl Backend for Cpu {
                     DatasetState::Failed
                 }
             };
-            self.datasets.push((*info, state));
+            self.datasets.push((info, state));
         }
     }
 
-    fn step(&mut self) -> Result<bool, VerifyError> {
+    fn step(&mut self, _caches: &mut Caches) -> Result<bool, VerifyError> {
+        // Datasets build on their own threads; polling here (and before each batch) is enough.
         self.poll();
         Ok(false)
     }
@@ -288,6 +327,8 @@ mod cl {
         mem_limit: Option<u64>,
         /// Epochs wanted but given no slot (card too small): served by the light kernel.
         light_only: Vec<EpochInfo>,
+        /// Epochs given a slot whose generation has not started (cache still building).
+        queued: Vec<EpochInfo>,
         logged_small: bool,
     }
 
@@ -303,6 +344,7 @@ mod cl {
                 split_bytes,
                 mem_limit,
                 light_only: Vec::new(),
+                queued: Vec::new(),
                 logged_small: false,
             })
         }
@@ -348,14 +390,26 @@ mod cl {
                     }
                 }
             }
-            for info in slotted {
-                if self.slot_of(info).is_some() {
-                    continue;
-                }
-                let Some(free) = (0..SLOTS).find(|&s| self.engine.slot_state(s).is_none()) else {
+            // Slots start in `step` once the epoch's cache is built (off this thread).
+            self.queued = slotted
+                .iter()
+                .filter(|i| self.slot_of(i).is_none())
+                .copied()
+                .collect();
+            for info in &self.queued {
+                caches.prefetch(info);
+            }
+        }
+
+        fn step(&mut self, caches: &mut Caches) -> Result<bool, VerifyError> {
+            let mut waiting = false;
+            for info in std::mem::take(&mut self.queued) {
+                let free = (0..SLOTS).find(|&s| self.engine.slot_state(s).is_none());
+                let (Some(free), Some(cache)) = (free, caches.try_get(&info)) else {
+                    waiting = true;
+                    self.queued.push(info);
                     continue;
                 };
-                let cache = caches.get(info);
                 tracing::info!(
                     epoch = info.epoch,
                     slot = free,
@@ -365,12 +419,9 @@ mod cl {
                 if let Err(e) = self.engine.begin_slot(free, &cache, self.split_bytes) {
                     tracing::error!(epoch = info.epoch, "device DAG: {e}; light path");
                     self.engine.free_slot(free);
-                    self.light_only.push(*info);
+                    self.light_only.push(info);
                 }
             }
-        }
-
-        fn step(&mut self) -> Result<bool, VerifyError> {
             for s in 0..SLOTS {
                 if let Some((info, false)) = self.engine.slot_state(s) {
                     let done = match self.engine.generate_step(s, STEP_ITEMS) {
@@ -386,10 +437,10 @@ mod cl {
                     if done {
                         tracing::info!(epoch = info.epoch, slot = s, "device DAG ready");
                     }
-                    return Ok(!done || (0..SLOTS).any(|o| o != s && self.pending(o)));
+                    return Ok(true);
                 }
             }
-            Ok(false)
+            Ok(waiting)
         }
 
         fn hash(
@@ -441,17 +492,15 @@ mod cl {
                     mode: if done { "full" } else { "building" },
                 })
                 .collect();
+            r.extend(self.queued.iter().map(|i| Resident {
+                epoch: i.epoch,
+                mode: "building",
+            }));
             r.extend(self.light_only.iter().map(|i| Resident {
                 epoch: i.epoch,
                 mode: "light",
             }));
             r
-        }
-    }
-
-    impl Opencl {
-        fn pending(&self, s: usize) -> bool {
-            matches!(self.engine.slot_state(s), Some((_, false)))
         }
     }
 }

@@ -282,7 +282,7 @@ pub fn bench(args: BenchVerifyArgs) -> Result<BenchReport, CliError> {
     let cache_seconds = t.elapsed().as_secs_f64();
     let t = Instant::now();
     backend.prepare(&[info], &mut caches);
-    while backend.step()? || backend.resident().iter().any(|r| r.mode == "building") {
+    while backend.step(&mut caches)? || backend.resident().iter().any(|r| r.mode == "building") {
         if backend.resident().iter().any(|r| r.mode == "building") {
             std::thread::sleep(Duration::from_millis(5));
         }

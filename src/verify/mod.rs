@@ -64,6 +64,10 @@ pub struct VerifierConfig {
     /// Override `(cache_size, dataset_size)` of every epoch (tests and benchmarks with small
     /// custom epochs; multiples of 64 and 128).
     pub sizes: Option<(u64, u64)>,
+    /// Testing hook: the OpenCL backend reports a device failure on this batch (0-based), to
+    /// exercise the fallback with shares in flight. Never set in production.
+    #[doc(hidden)]
+    pub inject_device_failure_at_batch: Option<u64>,
 }
 
 impl Default for VerifierConfig {
@@ -78,6 +82,7 @@ impl Default for VerifierConfig {
             dag_split_bytes: None,
             device_memory: None,
             sizes: None,
+            inject_device_failure_at_batch: None,
         }
     }
 }
@@ -225,6 +230,7 @@ impl Verifier {
                     infos: HashMap::new(),
                     prepared: None,
                     shared: worker_shared,
+                    batches: 0,
                 }
                 .run(rx);
             })
@@ -333,6 +339,7 @@ struct Worker {
     infos: HashMap<(u64, u64), EpochInfo>,
     prepared: Option<u64>,
     shared: Arc<Shared>,
+    batches: u64,
 }
 
 impl Worker {
@@ -361,6 +368,9 @@ impl Worker {
         let next_start = (block / len + 1) * len;
         let next = self.info(next_start);
         let want = [current, next];
+        for info in &want {
+            self.caches.prefetch(info);
+        }
         self.backend.prepare(&want, &mut self.caches);
         self.publish();
     }
@@ -376,24 +386,18 @@ impl Worker {
         let mut stop: Option<oneshot::Sender<()>> = None;
         while stop.is_none() {
             // Idle: block for work, or advance background DAG generation between batches.
-            let first = if background {
-                match rx.try_recv() {
-                    Ok(m) => m,
-                    Err(mpsc::TryRecvError::Empty) => {
-                        background = self.step();
-                        continue;
-                    }
-                    Err(mpsc::TryRecvError::Disconnected) => break,
-                }
+            let idle = if background {
+                Duration::from_micros(200)
             } else {
-                match rx.recv_timeout(Duration::from_millis(200)) {
-                    Ok(m) => m,
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        background = self.step();
-                        continue;
-                    }
-                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Duration::from_millis(200)
+            };
+            let first = match rx.recv_timeout(idle) {
+                Ok(m) => m,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    background = self.step();
+                    continue;
                 }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
             };
             let mut batch = Vec::new();
             let mut deadline = None;
@@ -457,6 +461,10 @@ impl Worker {
                 self.process(batch);
                 batch = rest;
             }
+            // Under steady load the queue never idles: interleave DAG generation with batches.
+            if background {
+                background = self.step();
+            }
         }
         self.shared.running.store(false, Ordering::SeqCst);
         if let Some(done) = stop {
@@ -465,7 +473,7 @@ impl Worker {
     }
 
     fn step(&mut self) -> bool {
-        match self.backend.step() {
+        match self.backend.step(&mut self.caches) {
             Ok(more) => {
                 self.publish();
                 more
@@ -499,7 +507,14 @@ impl Worker {
 
     fn process(&mut self, batch: Vec<Job>) {
         let jobs: Vec<(EpochInfo, PowInput)> = batch.iter().map(|j| (j.info, j.input)).collect();
-        let mut result = self.backend.hash(&jobs, &mut self.caches);
+        let inject = self.config.inject_device_failure_at_batch == Some(self.batches)
+            && self.backend.name().starts_with("opencl");
+        self.batches += 1;
+        let mut result = if inject {
+            Err(VerifyError::Backend("injected device failure".into()))
+        } else {
+            self.backend.hash(&jobs, &mut self.caches)
+        };
         if let Err(e) = &result {
             // The batch is still here: redo it on the fallback, losing no share.
             if self.fail(e) {
