@@ -19,6 +19,8 @@ use super::VerifyError;
 pub(crate) struct Caches {
     map: HashMap<EpochInfo, Arc<OnceLock<Arc<LightCache>>>>,
     order: Vec<EpochInfo>,
+    /// Epochs whose builder thread has been started.
+    started: Vec<EpochInfo>,
 }
 
 /// Light caches kept (current, next, and a couple of stale epochs).
@@ -35,6 +37,7 @@ impl Caches {
         while self.order.len() > KEEP_CACHES {
             let old = self.order.remove(0);
             self.map.remove(&old);
+            self.started.retain(|i| *i != old);
         }
         cell
     }
@@ -42,9 +45,10 @@ impl Caches {
     /// Starts building an epoch's cache on its own thread (about a second for real sizes).
     pub(crate) fn prefetch(&mut self, info: &EpochInfo) {
         let cell = self.cell(info);
-        if cell.get().is_some() {
+        if cell.get().is_some() || self.started.contains(info) {
             return;
         }
+        self.started.push(*info);
         let info = *info;
         let spawned = std::thread::Builder::new()
             .name(format!("cache-{}", info.epoch))
@@ -329,6 +333,8 @@ mod cl {
         light_only: Vec<EpochInfo>,
         /// Epochs given a slot whose generation has not started (cache still building).
         queued: Vec<EpochInfo>,
+        /// Epochs whose device DAG failed (allocation, generation): light path, not retried.
+        failed: Vec<EpochInfo>,
         logged_small: bool,
     }
 
@@ -345,6 +351,7 @@ mod cl {
                 mem_limit,
                 light_only: Vec::new(),
                 queued: Vec::new(),
+                failed: Vec::new(),
                 logged_small: false,
             })
         }
@@ -380,8 +387,16 @@ mod cl {
                 );
                 self.logged_small = true;
             }
-            let slotted = &want[..fit];
-            self.light_only = want[fit..].to_vec();
+            self.failed.retain(|i| want.contains(i));
+            let mut slotted = Vec::new();
+            self.light_only.clear();
+            for (k, info) in want.iter().enumerate() {
+                if k < fit && !self.failed.contains(info) {
+                    slotted.push(*info);
+                } else {
+                    self.light_only.push(*info);
+                }
+            }
             // Free slots holding epochs no longer wanted in a slot.
             for s in 0..SLOTS {
                 if let Some((i, _)) = self.engine.slot_state(s) {
@@ -420,6 +435,7 @@ mod cl {
                     tracing::error!(epoch = info.epoch, "device DAG: {e}; light path");
                     self.engine.free_slot(free);
                     self.light_only.push(info);
+                    self.failed.push(info);
                 }
             }
             for s in 0..SLOTS {
@@ -431,6 +447,7 @@ mod cl {
                             tracing::error!(epoch = info.epoch, "device DAG: {e}; light path");
                             self.engine.free_slot(s);
                             self.light_only.push(info);
+                            self.failed.push(info);
                             true
                         }
                     };
