@@ -309,16 +309,24 @@ pub fn bench(args: BenchVerifyArgs) -> Result<BenchReport, CliError> {
                 continue;
             }
         }
-        let inputs = crate::bench::inputs(n, n as u64);
-        let jobs: Vec<(EpochInfo, PowInput)> = inputs.into_iter().map(|i| (info, i)).collect();
-        // One warm-up batch (first launch allocates batch buffers).
-        backend.hash(&jobs, &mut caches)?;
+        // Fresh inputs for every batch, so small batches do not hit warm caches.
+        let jobs_for = |k: usize| -> Vec<(EpochInfo, PowInput)> {
+            crate::bench::inputs(n, ((n as u64) << 32) + k as u64)
+                .into_iter()
+                .map(|i| (info, i))
+                .collect()
+        };
+        // One warm-up batch (the first launch allocates batch buffers).
+        backend.hash(&jobs_for(0), &mut caches)?;
         let mut lat = Vec::new();
-        let start = Instant::now();
-        while lat.is_empty() || start.elapsed().as_secs_f64() < args.seconds {
+        let mut spent = 0.0;
+        while lat.is_empty() || spent < args.seconds {
+            let jobs = jobs_for(lat.len() + 1);
             let t = Instant::now();
             backend.hash(&jobs, &mut caches)?;
-            lat.push(t.elapsed().as_secs_f64());
+            let dt = t.elapsed().as_secs_f64();
+            lat.push(dt);
+            spent += dt;
         }
         let total: f64 = lat.iter().sum();
         let r = (n * lat.len()) as f64 / total;
