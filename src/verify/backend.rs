@@ -70,6 +70,7 @@ impl Caches {
     }
 
     /// The cache if it is built already.
+    #[cfg_attr(not(feature = "opencl"), allow(dead_code))]
     pub(crate) fn try_get(&mut self, info: &EpochInfo) -> Option<Arc<LightCache>> {
         self.cell(info).get().cloned()
     }
