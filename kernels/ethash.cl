@@ -34,6 +34,7 @@ static void keccak_f1600(ulong *a) {
         ulong d2 = c1 ^ ROL(c3, 1);
         ulong d3 = c2 ^ ROL(c4, 1);
         ulong d4 = c3 ^ ROL(c0, 1);
+#pragma unroll
         for (int i = 0; i < 25; i += 5) {
             a[i] ^= d0; a[i + 1] ^= d1; a[i + 2] ^= d2; a[i + 3] ^= d3; a[i + 4] ^= d4;
         }
@@ -65,6 +66,7 @@ static void keccak_f1600(ulong *a) {
         b[19] = ROL(a[23], 56);
         b[4] = ROL(a[24], 14);
         // chi
+#pragma unroll
         for (int i = 0; i < 25; i += 5) {
             a[i] = b[i] ^ (~b[i + 1] & b[i + 2]);
             a[i + 1] = b[i + 1] ^ (~b[i + 2] & b[i + 3]);
@@ -95,15 +97,21 @@ static void dataset_item(__global const uint *cache, uint n, uint index, uint *m
     for (int w = 0; w < 16; w++) mix[w] = c[w];
     mix[0] ^= index;
     keccak512_64(mix);
-    for (uint j = 0; j < DATASET_PARENTS; j++) {
-        uint parent = fnv(index ^ j, mix[j % 16]) % n;
-        __global const uint4 *p = (__global const uint4 *)(cache + (size_t)parent * 16);
-        for (int q = 0; q < 4; q++) {
-            uint4 v = p[q];
-            mix[4 * q] = fnv(mix[4 * q], v.x);
-            mix[4 * q + 1] = fnv(mix[4 * q + 1], v.y);
-            mix[4 * q + 2] = fnv(mix[4 * q + 2], v.z);
-            mix[4 * q + 3] = fnv(mix[4 * q + 3], v.w);
+    // Unrolled by 16 so `mix` is only indexed by constants (registers, not local memory, on
+    // GPUs).
+    for (uint j0 = 0; j0 < DATASET_PARENTS; j0 += 16) {
+#pragma unroll
+        for (uint k = 0; k < 16; k++) {
+            uint parent = fnv(index ^ (j0 + k), mix[k]) % n;
+            __global const uint4 *p = (__global const uint4 *)(cache + (size_t)parent * 16);
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                uint4 v = p[q];
+                mix[4 * q] = fnv(mix[4 * q], v.x);
+                mix[4 * q + 1] = fnv(mix[4 * q + 1], v.y);
+                mix[4 * q + 2] = fnv(mix[4 * q + 2], v.z);
+                mix[4 * q + 3] = fnv(mix[4 * q + 3], v.w);
+            }
         }
     }
     keccak512_64(mix);
@@ -152,6 +160,7 @@ static void finish(ulong *s, const uint *mix, __global ulong *out) {
 
 static void mix_row(uint *mix, __global const uint *row) {
     __global const uint4 *r = (__global const uint4 *)row;
+#pragma unroll
     for (int q = 0; q < 8; q++) {
         uint4 v = r[q];
         mix[4 * q] = fnv(mix[4 * q], v.x);
@@ -198,11 +207,15 @@ __kernel void hashimoto_full(__global const ulong *headers, __global const ulong
     }
     for (int i = 0; i < 16; i++) mix[16 + i] = mix[i];
     uint s0 = mix[0];
-    for (uint i = 0; i < ACCESSES; i++) {
-        uint row = fnv(i ^ s0, mix[i % 32]) % rows;
-        __global const uint *p = slot ? row_ptr(row, split, b0, b1, b2, b3)
-                                      : row_ptr(row, split, a0, a1, a2, a3);
-        mix_row(mix, p);
+    // Unrolled by 32 so `mix` is only indexed by constants.
+    for (uint i0 = 0; i0 < ACCESSES; i0 += 32) {
+#pragma unroll
+        for (uint k = 0; k < 32; k++) {
+            uint row = fnv((i0 + k) ^ s0, mix[k]) % rows;
+            __global const uint *p = slot ? row_ptr(row, split, b0, b1, b2, b3)
+                                          : row_ptr(row, split, a0, a1, a2, a3);
+            mix_row(mix, p);
+        }
     }
     finish(s, mix, out + (size_t)gid * 8);
 }
