@@ -8,7 +8,7 @@ use ocl::enums::{DeviceInfo, DeviceInfoResult};
 use ocl::flags::{DeviceType, MemFlags};
 use ocl::{Buffer, Context, Device, Kernel, Platform, Program, Queue};
 
-use crate::ethash::chain::{HASH_BYTES, MIX_BYTES};
+use crate::ethash::chain::MIX_BYTES;
 use crate::ethash::{EpochInfo, LightCache, PowInput, PowOutput};
 
 /// The kernel source, built into the binary.
@@ -682,9 +682,4 @@ impl ClEngine {
         let margin = 64 << 20;
         count * Self::slot_bytes(info) + margin.min(mem / 8) <= mem
     }
-}
-
-/// Items in an epoch's dataset.
-pub fn dataset_items(info: &EpochInfo) -> u64 {
-    info.dataset_size / HASH_BYTES
 }
