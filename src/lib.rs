@@ -12,7 +12,14 @@
 
 pub mod bench;
 pub mod cli;
+pub mod config;
 pub mod ethash;
 pub mod hexutil;
+pub mod http;
+pub mod pipeline;
+pub mod proxy;
+pub mod shutdown;
 pub mod storage;
+pub mod stratum;
+pub mod upstream;
 pub mod verify;
