@@ -3,6 +3,7 @@
 
 use super::chain::{EpochInfo, HASH_BYTES};
 use super::keccak::{keccak512, keccak512_64};
+use super::memory::NodeBuf;
 use super::node::{fnv, Node};
 
 /// Parents mixed into each dataset item.
@@ -15,7 +16,7 @@ pub const MAX_LANES: usize = 16;
 /// The light cache of one epoch.
 pub struct LightCache {
     info: EpochInfo,
-    nodes: Vec<Node>,
+    nodes: NodeBuf,
 }
 
 impl std::fmt::Debug for LightCache {
@@ -37,7 +38,10 @@ impl LightCache {
     /// `info.cache_size` is set from the node count.
     pub fn from_nodes(mut info: EpochInfo, nodes: Vec<Node>) -> Self {
         info.cache_size = nodes.len() as u64 * HASH_BYTES;
-        Self { info, nodes }
+        Self {
+            info,
+            nodes: nodes.into(),
+        }
     }
 
     /// The epoch this cache belongs to.
@@ -110,22 +114,17 @@ impl LightCache {
     }
 }
 
-impl Node {
-    /// An all-zero node.
-    pub const fn zeroed_node() -> Self {
-        Node([0; 16])
-    }
-}
-
 /// Sequential cache generation: keccak-512 chain, then RandMemoHash rounds.
-fn make_cache(size: u64, seed: &[u8; 32]) -> Vec<Node> {
+fn make_cache(size: u64, seed: &[u8; 32]) -> NodeBuf {
     let n = (size / HASH_BYTES) as usize;
-    let mut nodes: Vec<Node> = Vec::with_capacity(n);
+    let mut nodes = NodeBuf::zeroed(n);
+    if n == 0 {
+        return nodes;
+    }
     let first: [u64; 8] = bytemuck::cast(keccak512(seed));
-    nodes.push(Node::from_lanes(first));
+    nodes[0] = Node::from_lanes(first);
     for i in 1..n {
-        let next = keccak512_64(&nodes[i - 1].lanes());
-        nodes.push(Node::from_lanes(next));
+        nodes[i] = Node::from_lanes(keccak512_64(&nodes[i - 1].lanes()));
     }
     for _ in 0..CACHE_ROUNDS {
         for i in 0..n {

@@ -7,6 +7,7 @@ use rayon::prelude::*;
 use super::cache::LightCache;
 use super::chain::{EpochInfo, HASH_BYTES};
 use super::hashimoto::DatasetRows;
+use super::memory::NodeBuf;
 use super::node::Node;
 
 /// Items generated per parallel task (1 MiB): small enough to balance, large enough to amortise.
@@ -18,7 +19,7 @@ pub type ProgressFn<'a> = &'a (dyn Fn(u64, u64) + Sync);
 /// The full dataset of one epoch, in memory.
 pub struct FullDataset {
     info: EpochInfo,
-    nodes: Vec<Node>,
+    nodes: NodeBuf,
 }
 
 impl std::fmt::Debug for FullDataset {
@@ -34,7 +35,7 @@ impl FullDataset {
     pub fn generate(cache: &LightCache, progress: ProgressFn<'_>) -> Self {
         let info = *cache.info();
         let total = info.dataset_size / HASH_BYTES;
-        let mut nodes: Vec<Node> = bytemuck::zeroed_vec(total as usize);
+        let mut nodes = NodeBuf::zeroed(total as usize);
         let done = AtomicU64::new(0);
         progress(0, total);
         nodes
@@ -50,7 +51,7 @@ impl FullDataset {
     }
 
     /// Wraps nodes read from elsewhere (the on-disk store); the caller has checked them.
-    pub(crate) fn from_nodes(info: EpochInfo, nodes: Vec<Node>) -> Self {
+    pub(crate) fn from_nodes(info: EpochInfo, nodes: NodeBuf) -> Self {
         Self { info, nodes }
     }
 

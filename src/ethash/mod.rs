@@ -6,6 +6,7 @@ pub mod chain;
 pub mod dataset;
 pub mod hashimoto;
 pub mod keccak;
+pub mod memory;
 pub mod node;
 pub mod progress;
 pub mod store;

@@ -11,6 +11,11 @@ compile_error!("dagproxy reads hash words as little-endian memory images");
 pub struct Node(pub [u32; 16]);
 
 impl Node {
+    /// An all-zero node.
+    pub const fn zeroed_node() -> Self {
+        Node([0; 16])
+    }
+
     /// The node as eight 64-bit lanes (keccak's view).
     #[inline(always)]
     pub fn lanes(&self) -> [u64; 8] {

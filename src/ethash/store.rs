@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use super::cache::LightCache;
 use super::chain::{ChainSpec, EpochInfo, HASH_BYTES};
 use super::dataset::{FullDataset, ProgressFn};
-use super::node::Node;
+use super::memory::NodeBuf;
 
 const MAGIC: &[u8; 8] = b"DAGPROXY";
 const VERSION: u32 = 1;
@@ -91,8 +91,8 @@ impl DagStore {
             return Err(corrupt("header does not match this epoch".into()));
         }
         let items = info.dataset_size / HASH_BYTES;
-        let mut nodes: Vec<Node> = bytemuck::zeroed_vec(items as usize);
-        file.read_exact(bytemuck::cast_slice_mut(&mut nodes))
+        let mut nodes = NodeBuf::zeroed(items as usize);
+        file.read_exact(bytemuck::cast_slice_mut(&mut nodes[..]))
             .map_err(io)?;
         // Spot-check items spread over the file, first and last included.
         for k in 0..SPOT_CHECKS {
