@@ -13,7 +13,6 @@ use axum::routing::post;
 use axum::Router;
 use serde_json::Value;
 
-use crate::pipeline::Submit;
 use crate::proxy::Context;
 use crate::stratum::message::{
     ErrorReply, Request as RpcRequest, Response as RpcResponse, BLACKLISTED, MALFORMED_REQUEST,
@@ -136,13 +135,11 @@ async fn method(
     match req.method.as_str() {
         "eth_getWork" => ctx.work().map(|(_, w)| w),
         "eth_submitWork" if req.params.is_null() => Err(MALFORMED_REQUEST),
-        "eth_submitWork" => {
-            let verdict = match Submit::from_params(&req.params) {
-                Ok(share) => ctx.pipeline.submit(login, worker, &share).await,
-                Err(v) => v,
-            };
-            verdict.reply()
-        }
+        "eth_submitWork" => ctx
+            .pipeline
+            .submit_params(login, worker, &req.params)
+            .await
+            .reply(),
         "eth_getBlockByNumber" => Ok(ctx.pending_block()),
         "eth_submitHashrate" => Ok(Value::Bool(true)),
         _ => Err(METHOD_NOT_FOUND),

@@ -21,6 +21,8 @@ use crate::stratum::StratumSettings;
 use crate::upstream::{RpcError, UpstreamSettings, Upstreams};
 use crate::verify::{Verifier, VerifyError};
 
+/// How often share counts are logged.
+const STATS_LOG: Duration = Duration::from_secs(60);
 /// How often the Redis blacklist is reloaded (open-ethereum-pool policy refreshInterval).
 const BLACKLIST_REFRESH: Duration = Duration::from_secs(60);
 
@@ -206,6 +208,7 @@ pub async fn run(
         background.clone(),
     ));
     tasks.spawn(blacklist(ctx.clone(), store, background.clone()));
+    tasks.spawn(stats_log(ctx.clone(), background.clone()));
 
     let mut front = tokio::task::JoinSet::new();
     if let Some(l) = listeners.stratum {
@@ -275,6 +278,25 @@ async fn node_state(
         };
         if let Err(e) = store.write_node_state(&name, t.height, &t.difficulty).await {
             tracing::warn!("node state not written: {e}");
+        }
+    }
+}
+
+/// Logs the share counts now and then, when they changed.
+async fn stats_log(ctx: Arc<Context>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(STATS_LOG);
+    tick.tick().await;
+    let mut last = Vec::new();
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = ctx.pipeline.counters().snapshot();
+        if now != last {
+            let line: Vec<String> = now.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            tracing::info!("shares since start: {}", line.join(" "));
+            last = now;
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::storage::{BlockRecord, RedisStore, ShareRecord, WriteOutcome};
 use crate::upstream::{HeaderInfo, Upstreams};
 use crate::verify::{Verifier, VerifyError};
 
-pub use verdict::Verdict;
+pub use verdict::{Counters, Verdict};
 pub use writer::{ShareWriter, WriteError};
 
 /// A well-formed `eth_submitWork`: parsed values and the strings as the miner sent them.
@@ -73,6 +73,7 @@ pub struct Pipeline {
     writer: ShareWriter,
     difficulty: u64,
     share_target: U256,
+    counters: Counters,
 }
 
 impl Pipeline {
@@ -91,6 +92,7 @@ impl Pipeline {
             writer,
             difficulty,
             share_target: share_target(difficulty),
+            counters: Counters::default(),
         }
     }
 
@@ -104,7 +106,26 @@ impl Pipeline {
         self.difficulty
     }
 
-    /// Processes one share from `login`/`worker`.
+    /// Verdict counts since start.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Processes `eth_submitWork` params from `login`/`worker`: checks them, then the share.
+    pub async fn submit_params(&self, login: &str, worker: &str, params: &Value) -> Verdict {
+        let verdict = match Submit::from_params(params) {
+            Ok(share) => self.submit(login, worker, &share).await,
+            Err(v) => v,
+        };
+        self.counters.record(verdict);
+        if !verdict.is_valid() {
+            tracing::debug!(%login, %worker, ?verdict, "share not accepted");
+        }
+        verdict
+    }
+
+    /// Processes one well-formed share from `login`/`worker` (not counted; see
+    /// [`Pipeline::submit_params`]).
     pub async fn submit(&self, login: &str, worker: &str, s: &Submit) -> Verdict {
         let Some(header) = self.upstreams.template().and_then(|t| t.lookup(&s.header)) else {
             return Verdict::Stale;

@@ -1,6 +1,8 @@
 //! What became of a submitted share, as a type, and the one place that maps it to the
 //! JSON-RPC answer miners get.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use serde_json::Value;
 
 use crate::stratum::message::{
@@ -53,5 +55,58 @@ impl Verdict {
     /// Whether the share counts as valid work.
     pub fn is_valid(self) -> bool {
         matches!(self, Verdict::Valid | Verdict::Block)
+    }
+}
+
+/// How many shares got each verdict since start.
+#[derive(Debug, Default)]
+pub struct Counters([AtomicU64; 10]);
+
+impl Counters {
+    const NAMES: [&'static str; 10] = [
+        "valid",
+        "blocks",
+        "stale",
+        "low_difficulty",
+        "mix_mismatch",
+        "duplicate",
+        "malformed",
+        "invalid_params",
+        "busy",
+        "storage_down",
+    ];
+
+    fn index(v: Verdict) -> usize {
+        match v {
+            Verdict::Valid => 0,
+            Verdict::Block => 1,
+            Verdict::Stale => 2,
+            Verdict::LowDifficulty => 3,
+            Verdict::MixMismatch => 4,
+            Verdict::Duplicate => 5,
+            Verdict::Malformed => 6,
+            Verdict::InvalidParams => 7,
+            Verdict::Busy => 8,
+            Verdict::StorageDown => 9,
+        }
+    }
+
+    /// Counts one verdict.
+    pub fn record(&self, v: Verdict) {
+        self.0[Self::index(v)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The count of one verdict.
+    pub fn get(&self, v: Verdict) -> u64 {
+        self.0[Self::index(v)].load(Ordering::Relaxed)
+    }
+
+    /// `(name, count)` for every verdict, for logs.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        Self::NAMES
+            .iter()
+            .zip(&self.0)
+            .map(|(n, c)| (*n, c.load(Ordering::Relaxed)))
+            .collect()
     }
 }

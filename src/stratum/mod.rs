@@ -41,6 +41,7 @@ pub async fn run(listener: TcpListener, ctx: Arc<Context>, shutdown: Cancellatio
     let mut backoff = Duration::from_millis(10);
     loop {
         let accepted = tokio::select! {
+            biased;
             () = shutdown.cancelled() => break,
             a = listener.accept() => a,
         };
@@ -97,6 +98,8 @@ async fn serve(
     tracing::debug!(%peer, "stratum connection");
     loop {
         let item = tokio::select! {
+            // Shutdown first: stop taking requests at once, even with lines buffered.
+            biased;
             () = shutdown.cancelled() => break,
             () = &mut idle => {
                 tracing::debug!(%peer, "idle timeout");

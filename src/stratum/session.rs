@@ -5,7 +5,6 @@ use serde_json::Value;
 
 use super::message::{Request, Response, BLACKLISTED, METHOD_NOT_FOUND, NOT_SUBSCRIBED};
 use super::method::{is_worker, Method, DEFAULT_WORKER};
-use crate::pipeline::Submit;
 use crate::proxy::Context;
 
 /// Per-connection state.
@@ -54,11 +53,10 @@ impl Session {
                         .as_deref()
                         .filter(|w| is_worker(w))
                         .unwrap_or(&self.worker);
-                    let verdict = match Submit::from_params(&params) {
-                        Ok(share) => ctx.pipeline.submit(login, worker, &share).await,
-                        Err(v) => v,
-                    };
-                    verdict.reply()
+                    ctx.pipeline
+                        .submit_params(login, worker, &params)
+                        .await
+                        .reply()
                 }
             },
             Method::SubmitHashrate => Ok(Value::Bool(true)),

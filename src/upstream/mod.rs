@@ -74,6 +74,9 @@ impl Upstreams {
             .iter()
             .map(|n| RpcClient::new(&n.name, &n.url, n.timeout.0))
             .collect::<Result<Vec<_>, _>>()?;
+        if clients.is_empty() {
+            return Err(RpcError::NoUpstream);
+        }
         Ok(Self {
             clients,
             current: AtomicUsize::new(0),
@@ -93,8 +96,8 @@ impl Upstreams {
 
     /// The node in use now.
     pub fn current(&self) -> &RpcClient {
-        let i = self.current.load(Ordering::Relaxed);
-        &self.clients[i.min(self.clients.len().saturating_sub(1))]
+        // `new` refuses an empty list and `current` only holds indices of `clients`.
+        &self.clients[self.current.load(Ordering::Relaxed)]
     }
 
     /// Index of the node in use now.
@@ -220,11 +223,7 @@ impl Upstreams {
                 Err(e) => return Err(e),
             }
         }
-        Err(last.unwrap_or_else(|| RpcError::Malformed {
-            node: String::new(),
-            method: "eth_submitWork",
-            why: "no upstream configured".into(),
-        }))
+        Err(last.unwrap_or(RpcError::NoUpstream))
     }
 
     /// Runs the refresh and health-check loops until `shutdown`. Health checks run in their

@@ -37,6 +37,9 @@ pub enum RpcError {
         /// Its message.
         message: String,
     },
+    /// The configuration names no node.
+    #[error("no upstream configured")]
+    NoUpstream,
     /// The answer does not have the expected shape.
     #[error("{node}: malformed reply to {method}: {why}")]
     Malformed {
