@@ -8,11 +8,13 @@
 //! - [`hexutil`]: `0x` hex parsing shared by the CLI and the protocols.
 //! - [`cli`]: argument parsers shared by the subcommands.
 //! - [`bench`]: the `bench` subcommand's measurements.
+//! - [`devnet`]: the embedded development chain.
 //! - [`storage`]: Redis in open-ethereum-pool's schema.
 
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod devnet;
 pub mod ethash;
 pub mod hexutil;
 pub mod http;

@@ -32,6 +32,8 @@ enum Command {
     /// Run the mining-pool proxy (Stratum + HTTP getwork, shares into Redis).
     #[command(alias = "serve")]
     Proxy(dagproxy::config::ProxyArgs),
+    /// Run the embedded development chain (geth-style JSON-RPC with verified solutions).
+    Devnet(dagproxy::devnet::DevnetArgs),
 }
 
 #[derive(Args, Debug)]
@@ -149,7 +151,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
+        Command::Devnet(a) => Ok(runtime()?.block_on(dagproxy::devnet::run_cli(a))?),
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new().context("tokio runtime")
 }
 
 fn hash(a: HashArgs) -> anyhow::Result<()> {
