@@ -6,6 +6,7 @@ mod proxy_support;
 
 use std::time::Duration;
 
+use dagproxy::ethash::{ChainSpec, SizeRule};
 use dagproxy::hexutil::to_hex;
 use proxy_support::{test_config, Devnet, TestProxy, HARD_BLOCK};
 use serde_json::json;
@@ -84,4 +85,25 @@ fn bad_config_is_one_line_naming_the_key_and_exit_2() {
         .expect("run dagproxy");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("upstream.url"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn template_from_another_chain_is_refused() {
+    // Etchash-style epochs: at block 90,000 the node's seed is the 2nd, the test preset's the 3rd.
+    let alt = ChainSpec::custom("alt", 30_000, Some((60_000, 60_000)), SizeRule::Test);
+    let node = Devnet::start_chain(alt, 90_000, HARD_BLOCK).await;
+    let redis = common::RedisServer::start();
+    let proxy = TestProxy::spawn(test_config(&[&node], &redis), redis).await;
+    let mut c = proxy.client().await;
+    // Several refresh intervals pass; no work from the wrong DAG is ever handed out.
+    for _ in 0..10 {
+        let r = c.call("eth_getWork", json!([])).await;
+        assert_eq!(
+            r["error"],
+            json!({"code": 0, "message": "Work not ready"}),
+            "{r}"
+        );
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    proxy.stop().await;
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use dagproxy::config::{Config, Dur, UpstreamConfig};
 use dagproxy::devnet::{self, DevnetConfig, DevnetHandle};
 use dagproxy::ethash::target::target_from_difficulty;
-use dagproxy::ethash::{hashimoto, ChainSpec, LightCache, PowInput, U256};
+use dagproxy::ethash::{hashimoto, ChainSpec, FullDataset, LightCache, PowInput, U256};
 use dagproxy::hexutil::{nonce_hex, to_hex};
 use dagproxy::proxy::{self, Listeners, ProxyError};
 use dagproxy::verify::VerifierKind;
@@ -38,16 +38,21 @@ pub struct Devnet {
 impl Devnet {
     /// Starts a test-chain node with this block difficulty and no block timer.
     pub async fn start(difficulty: u64) -> Self {
+        Self::start_chain(ChainSpec::test(), 1, difficulty).await
+    }
+
+    /// Starts a node of any chain at `start_block`.
+    pub async fn start_chain(chain: ChainSpec, start_block: u64, difficulty: u64) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind devnet");
         let url = format!("http://{}/", listener.local_addr().expect("addr"));
         let stop = CancellationToken::new();
         let (handle, _task) = devnet::spawn(
             listener,
             DevnetConfig {
-                chain: ChainSpec::test(),
+                chain,
                 difficulty: U256::from(difficulty),
                 block_time: Duration::ZERO,
-                start_block: 1,
+                start_block,
             },
             stop.clone(),
         )
@@ -92,6 +97,14 @@ pub fn test_config(upstreams: &[&Devnet], redis: &RedisServer) -> Config {
 impl TestProxy {
     /// Starts the proxy with `config` and waits until it hands out work.
     pub async fn start(config: Config, redis: RedisServer) -> Self {
+        let p = Self::spawn(config, redis).await;
+        let mut c = p.client().await;
+        c.wait_work().await;
+        p
+    }
+
+    /// Starts the proxy with `config`.
+    pub async fn spawn(config: Config, redis: RedisServer) -> Self {
         let stratum = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let (s_addr, h_addr) = (
@@ -108,16 +121,13 @@ impl TestProxy {
             checked,
             shutdown.clone(),
         ));
-        let p = Self {
+        Self {
             stratum: s_addr,
             http: h_addr,
             shutdown,
             task,
             redis,
-        };
-        let mut c = p.client().await;
-        c.wait_work().await;
-        p
+        }
     }
 
     /// A Stratum client connected to the proxy.
@@ -197,7 +207,12 @@ impl Client {
 
     /// `eth_submitLogin` with the test address.
     pub async fn login(&mut self) {
-        let r = self.call("eth_submitLogin", json!([LOGIN])).await;
+        self.login_as(LOGIN).await;
+    }
+
+    /// `eth_submitLogin` with any login.
+    pub async fn login_as(&mut self, login: &str) {
+        let r = self.call("eth_submitLogin", json!([login])).await;
         assert_eq!(r["result"], json!(true), "{r}");
     }
 
@@ -226,6 +241,13 @@ pub enum Quality {
     Block,
     /// Above the share target.
     Low,
+}
+
+/// The test chain's 32 KiB dataset (generated in a moment; hashing from it is much faster than
+/// from the light cache).
+fn dataset(height: u64) -> FullDataset {
+    let cache = LightCache::new(ChainSpec::test().epoch_info(height));
+    FullDataset::generate(&cache, &|_, _| {})
 }
 
 /// A solution as `[nonce, header, mix]` params.
@@ -269,4 +291,37 @@ pub fn grind(
 /// Header bytes from `0x` hex.
 pub fn header_of(hex: &str) -> [u8; 32] {
     dagproxy::hexutil::parse_h256(hex, "header").expect("header")
+}
+
+/// `count` distinct shares (not blocks) for one header, ground in parallel.
+pub fn grind_many(
+    height: u64,
+    header: [u8; 32],
+    block_diff: u64,
+    count: usize,
+) -> Vec<[String; 3]> {
+    use dagproxy::ethash::{hashimoto_par, PowOutput};
+    let dataset = dataset(height);
+    let share = target_from_difficulty(U256::from(SHARE_DIFF)).expect("target");
+    let block = target_from_difficulty(U256::from(block_diff)).expect("target");
+    let mut found = Vec::with_capacity(count);
+    let mut start = 0u64;
+    while found.len() < count {
+        let inputs: Vec<PowInput> = (start..start + 4096)
+            .map(|nonce| PowInput {
+                header_hash: header,
+                nonce,
+            })
+            .collect();
+        let mut out = vec![PowOutput::default(); inputs.len()];
+        hashimoto_par(&dataset.rows(), &inputs, &mut out);
+        for (i, o) in inputs.iter().zip(&out) {
+            let v = U256::from_be_bytes(o.result);
+            if v <= share && v > block && found.len() < count {
+                found.push([nonce_hex(i.nonce), to_hex(&header), to_hex(&o.mix_digest)]);
+            }
+        }
+        start += 4096;
+    }
+    found
 }
