@@ -207,6 +207,11 @@ pub async fn run(
         config.proxy.state_update_interval.0,
         background.clone(),
     ));
+    // Loaded once before the front ends open, then refreshed in the background.
+    match store.blacklist().await {
+        Ok(list) => ctx.set_blacklist(list),
+        Err(e) => tracing::warn!("blacklist not loaded: {e}"),
+    }
     tasks.spawn(blacklist(ctx.clone(), store, background.clone()));
     tasks.spawn(stats_log(ctx.clone(), background.clone()));
 
@@ -304,6 +309,7 @@ async fn stats_log(ctx: Arc<Context>, stop: CancellationToken) {
 /// Reloads the login blacklist from Redis.
 async fn blacklist(ctx: Arc<Context>, store: RedisStore, stop: CancellationToken) {
     let mut tick = tokio::time::interval(BLACKLIST_REFRESH);
+    tick.tick().await;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,

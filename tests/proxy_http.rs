@@ -100,3 +100,32 @@ async fn getwork_submit_and_limits_over_http() {
     assert_eq!(r["error"]["message"], json!("Malformed request"));
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blacklisted_login_is_refused_on_both_front_ends() {
+    const BANNED: &str = "0x00000000000000000000000000000000000000bb";
+    let dev = Devnet::start(HARD_BLOCK).await;
+    let redis = common::RedisServer::start();
+    let _: () = redis::Commands::sadd(&mut redis.con(), "eth:blacklist", BANNED).expect("sadd");
+    let proxy = TestProxy::start(test_config(&[&dev], &redis), redis).await;
+    let mut c = proxy.client().await;
+    let r = c.call("eth_submitLogin", json!([BANNED])).await;
+    assert_eq!(
+        r["error"],
+        json!({"code": -1, "message": "You are blacklisted"})
+    );
+    // Not logged in: submits are refused.
+    let r = c
+        .call("eth_submitWork", json!(["0x00", "0x00", "0x00"]))
+        .await;
+    assert_eq!(r["error"]["code"], json!(25));
+    let r = rpc(
+        &format!("http://{}/{BANNED}", proxy.http),
+        "eth_getWork",
+        json!([]),
+    )
+    .await;
+    assert_eq!(r["error"]["message"], json!("You are blacklisted"));
+    c.login().await;
+    proxy.stop().await;
+}
