@@ -21,6 +21,8 @@ use crate::stratum::StratumSettings;
 use crate::upstream::{RpcError, UpstreamSettings, Upstreams};
 use crate::verify::{Verifier, VerifyError};
 
+/// How long shutdown waits for each of: front ends to drain, the share writer to flush.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often share counts are logged.
 const STATS_LOG: Duration = Duration::from_secs(60);
 /// How often the Redis blacklist is reloaded (open-ethereum-pool policy refreshInterval).
@@ -236,12 +238,25 @@ pub async fn run(
     }
     shutdown.cancelled().await;
     tracing::info!("stopping: draining connections");
-    while front.join_next().await.is_some() {}
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while front.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("front ends still busy after the drain timeout; stopping anyway");
+        front.abort_all();
+    }
     background.cancel();
     drop(ctx);
     while tasks.join_next().await.is_some() {}
-    // The pipeline (and with it the last writer handle) is gone: the writer flushes and ends.
-    let _ = writer_task.await;
+    // Once the last pipeline handle is gone the writer flushes its queue and ends; a
+    // connection stuck past the drain timeout may still hold one, so wait only so long.
+    if tokio::time::timeout(DRAIN_TIMEOUT, writer_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("share writer still busy after the drain timeout");
+    }
     verifier.shutdown().await;
     tracing::info!("stopped");
     Ok(())

@@ -335,3 +335,44 @@ async fn shutdown_drains_and_acknowledges_exactly_the_stored_shares() {
     let round: i64 = con.hget("eth:shares:roundCurrent", LOGIN).expect("round");
     assert_eq!(round, acked * SHARE_DIFF as i64, "{acked} acknowledged");
 }
+
+/// A client that got a slot: logs in, retrying while an earlier connection still holds it.
+async fn connect_with_slot(proxy: &TestProxy) -> proxy_support::Client {
+    for _ in 0..100 {
+        let mut c = proxy.client().await;
+        c.send_raw(
+            format!(
+                "{}\n",
+                json!({"id": 1, "method": "eth_submitLogin", "params": [LOGIN]})
+            )
+            .as_bytes(),
+        )
+        .await;
+        if let Some(r) = c.read().await {
+            assert_eq!(r["result"], json!(true), "{r}");
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no connection slot freed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_cap_and_idle_timeout() {
+    let dev = Devnet::start(HARD_BLOCK).await;
+    let redis = common::RedisServer::start();
+    let mut config = test_config(&[&dev], &redis);
+    config.proxy.stratum.max_conn = 1;
+    config.proxy.stratum.timeout = dagproxy::config::Dur(Duration::from_millis(400));
+    let proxy = TestProxy::start(config, redis).await;
+    let mut a = connect_with_slot(&proxy).await;
+    // The only slot is taken: a second connection is closed at once.
+    let mut b = proxy.client().await;
+    b.send_raw(b"{\"id\":1,\"method\":\"eth_getWork\"}\n").await;
+    assert!(b.read().await.is_none(), "over the cap");
+    // A silent connection is closed after the idle timeout, which frees the slot.
+    assert!(a.read().await.is_none(), "idle connection closed");
+    let mut c = connect_with_slot(&proxy).await;
+    assert!(c.call("eth_getWork", json!([])).await["result"].is_array());
+    proxy.stop().await;
+}

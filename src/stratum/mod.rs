@@ -13,6 +13,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio::time::timeout;
 use tokio_util::codec::{Framed, LinesCodec, LinesCodecError};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -20,6 +21,9 @@ use tokio_util::task::TaskTracker;
 use crate::proxy::Context;
 use message::{Request, Response, REQUEST_TOO_LARGE};
 use session::Session;
+
+/// How long shutdown waits for connections to finish their request in hand.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Stratum limits.
 #[derive(Clone, Debug)]
@@ -72,7 +76,22 @@ pub async fn run(listener: TcpListener, ctx: Arc<Context>, shutdown: Cancellatio
         });
     }
     tracker.close();
-    tracker.wait().await;
+    if timeout(DRAIN_TIMEOUT, tracker.wait()).await.is_err() {
+        tracing::warn!(
+            connections = tracker.len(),
+            "stratum connections still busy after the drain timeout"
+        );
+    }
+}
+
+/// Errors that end one connection.
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error(transparent)]
+    Lines(#[from] LinesCodecError),
+    /// The miner does not read its replies.
+    #[error("write timed out")]
+    WriteTimeout,
 }
 
 /// One connection until EOF, idle timeout, an I/O error or shutdown.
@@ -81,7 +100,7 @@ async fn serve(
     peer: SocketAddr,
     ctx: &Context,
     shutdown: &CancellationToken,
-) -> Result<(), LinesCodecError> {
+) -> Result<(), ConnError> {
     let _ = stream.set_nodelay(true);
     let settings = &ctx.stratum;
     let mut conn = Framed::new(
@@ -110,7 +129,7 @@ async fn serve(
                     break;
                 }
                 if let Some(push) = session.job_push(ctx) {
-                    conn.send(push.to_line()).await?;
+                    send(&mut conn, push, settings.idle_timeout).await?;
                 }
                 continue;
             }
@@ -127,7 +146,7 @@ async fn serve(
                 after_error = true;
                 Response::err(serde_json::Value::Null, REQUEST_TOO_LARGE)
             }
-            Some(Err(e)) => return Err(e),
+            Some(Err(e)) => return Err(e.into()),
             Some(Ok(line)) => {
                 if line.trim().is_empty() {
                     continue;
@@ -140,7 +159,19 @@ async fn serve(
         };
         idle.as_mut()
             .reset(tokio::time::Instant::now() + settings.idle_timeout);
-        conn.send(reply.to_line()).await?;
+        send(&mut conn, reply, settings.idle_timeout).await?;
     }
     Ok(())
+}
+
+/// Writes one line; a miner that stops reading for `limit` loses its connection.
+async fn send(
+    conn: &mut Framed<TcpStream, LinesCodec>,
+    msg: Response,
+    limit: Duration,
+) -> Result<(), ConnError> {
+    timeout(limit, conn.send(msg.to_line()))
+        .await
+        .map_err(|_| ConnError::WriteTimeout)?
+        .map_err(ConnError::from)
 }

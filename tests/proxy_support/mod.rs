@@ -172,17 +172,17 @@ impl Client {
         self.writer.write_all(bytes).await.expect("write");
     }
 
-    /// Reads one line as JSON (10 s limit); `None` on EOF.
+    /// Reads one line as JSON (10 s limit); `None` once the server closed the connection.
     pub async fn read(&mut self) -> Option<Value> {
         let mut line = String::new();
         let n = tokio::time::timeout(Duration::from_secs(10), self.reader.read_line(&mut line))
             .await
-            .expect("reply in time")
-            .expect("read");
-        if n == 0 {
-            return None;
+            .expect("reply in time");
+        match n {
+            // A close with our request unread arrives as a reset.
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(serde_json::from_str(&line).expect("reply is JSON")),
         }
-        Some(serde_json::from_str(&line).expect("reply is JSON"))
     }
 
     /// Reads the reply to request `id`, skipping job pushes (id 0).
