@@ -9,6 +9,7 @@
 //! - [`cli`]: argument parsers shared by the subcommands.
 //! - [`bench`]: the `bench` subcommand's measurements.
 //! - [`devnet`]: the embedded development chain.
+//! - [`miner`]: the demo CPU miner (Stratum client).
 //! - [`storage`]: Redis in open-ethereum-pool's schema.
 
 pub mod bench;
@@ -18,6 +19,7 @@ pub mod devnet;
 pub mod ethash;
 pub mod hexutil;
 pub mod http;
+pub mod miner;
 pub mod pipeline;
 pub mod proxy;
 pub mod shutdown;

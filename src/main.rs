@@ -34,6 +34,8 @@ enum Command {
     Proxy(dagproxy::config::ProxyArgs),
     /// Run the embedded development chain (geth-style JSON-RPC with verified solutions).
     Devnet(dagproxy::devnet::DevnetArgs),
+    /// Demo CPU miner for a Stratum (EthProxy) pool; prints a JSON summary at the end.
+    Mine(dagproxy::miner::MineArgs),
 }
 
 #[derive(Args, Debug)]
@@ -152,6 +154,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Devnet(a) => Ok(runtime()?.block_on(dagproxy::devnet::run_cli(a))?),
+        Command::Mine(a) => {
+            let stats = runtime()?.block_on(dagproxy::miner::run_cli(a))?;
+            println!("{}", serde_json::to_string(&stats)?);
+            Ok(())
+        }
     }
 }
 
