@@ -264,6 +264,12 @@ async fn malformed_and_oversized_lines_get_errors_and_the_session_survives() {
         r["error"],
         json!({"code": -1, "message": "Request too large"})
     );
+    c.send_raw(b"\xff\xfe not utf-8\n").await;
+    let r = c.read().await.expect("reply");
+    assert_eq!(
+        r["error"],
+        json!({"code": -1, "message": "Malformed request"})
+    );
     c.send_raw(b"\n\n").await;
     // Still logged in, still served.
     let w = dev.handle.work();

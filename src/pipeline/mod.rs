@@ -284,4 +284,71 @@ mod tests {
         assert!(Verdict::StorageDown.reply().is_err());
         assert!(Verdict::Busy.reply().is_err());
     }
+
+    #[test]
+    fn random_params_get_the_verdict_the_patterns_say() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let digits = b"0123456789abcdefA";
+        let mut counts = [0usize; 3];
+        for _ in 0..20_000 {
+            let k = next(5) as usize;
+            let mut items = Vec::new();
+            let mut strings = Vec::new();
+            for i in 0..k {
+                if next(20) == 0 {
+                    items.push(json!(7));
+                    continue;
+                }
+                // Mostly the right length for the position, sometimes off by one.
+                let want = if i == 0 { 16 } else { 64 };
+                let len = match next(6) {
+                    0 => want - 1,
+                    1 => want + 1,
+                    _ => want,
+                };
+                let mut body: Vec<u8> = (0..len).map(|_| digits[next(16) as usize]).collect();
+                if next(8) == 0 {
+                    // One uppercase digit.
+                    let at = next(len as u64) as usize;
+                    body[at] = digits[16];
+                }
+                let body = String::from_utf8(body).expect("ascii");
+                let prefix = if next(50) == 0 { "0X" } else { "0x" };
+                strings.push(format!("{prefix}{body}"));
+                items.push(json!(format!("{prefix}{body}")));
+            }
+            let ok = |s: &str, n: usize| {
+                s.len() == n + 2
+                    && s.starts_with("0x")
+                    && s[2..]
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            };
+            let expected = if k != 3 || strings.len() != 3 {
+                Err(Verdict::InvalidParams)
+            } else if ok(&strings[0], 16) && ok(&strings[1], 64) && ok(&strings[2], 64) {
+                Ok(())
+            } else {
+                Err(Verdict::Malformed)
+            };
+            let got = Submit::from_params(&json!(items)).map(|s| {
+                assert_eq!(s.params.to_vec(), strings);
+                assert_eq!(crate::hexutil::nonce_hex(s.nonce), strings[0]);
+            });
+            assert_eq!(got, expected, "{items:?}");
+            counts[match expected {
+                Ok(()) => 0,
+                Err(Verdict::Malformed) => 1,
+                Err(_) => 2,
+            }] += 1;
+        }
+        // Every outcome was exercised.
+        assert!(counts.iter().all(|&c| c > 100), "{counts:?}");
+    }
 }

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::proxy::Context;
-use message::{Request, Response, REQUEST_TOO_LARGE};
+use message::{Request, Response, MALFORMED_REQUEST, REQUEST_TOO_LARGE};
 use session::Session;
 
 /// How long shutdown waits for connections to finish their request in hand.
@@ -87,6 +87,7 @@ pub async fn run(listener: TcpListener, ctx: Arc<Context>, shutdown: Cancellatio
 /// Errors that end one connection.
 #[derive(Debug, thiserror::Error)]
 enum ConnError {
+    /// Reading failed.
     #[error(transparent)]
     Lines(#[from] LinesCodecError),
     /// The miner does not read its replies.
@@ -145,6 +146,11 @@ async fn serve(
                 tracing::debug!(%peer, "line too long");
                 after_error = true;
                 Response::err(serde_json::Value::Null, REQUEST_TOO_LARGE)
+            }
+            // LinesCodec consumed the line before finding it is not UTF-8.
+            Some(Err(LinesCodecError::Io(e))) if e.kind() == std::io::ErrorKind::InvalidData => {
+                after_error = true;
+                Response::err(serde_json::Value::Null, MALFORMED_REQUEST)
             }
             Some(Err(e)) => return Err(e.into()),
             Some(Ok(line)) => {
