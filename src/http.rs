@@ -175,3 +175,31 @@ fn client_ip(req: &Request, behind_reverse_proxy: bool) -> String {
         .map(|c| c.0.ip().to_string())
         .unwrap_or_else(|| "unknown".to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(forwarded: Option<&str>, peer: Option<&str>) -> Request {
+        let mut b = axum::http::Request::builder().method("POST").uri("/x");
+        if let Some(f) = forwarded {
+            b = b.header("x-forwarded-for", f);
+        }
+        let mut req = b.body(Body::empty()).expect("request");
+        if let Some(p) = peer {
+            req.extensions_mut()
+                .insert(ConnectInfo(p.parse::<SocketAddr>().expect("addr")));
+        }
+        req
+    }
+
+    #[test]
+    fn forwarded_for_only_behind_a_reverse_proxy() {
+        let req = request(Some("203.0.113.7, 10.0.0.1"), Some("10.0.0.1:4000"));
+        assert_eq!(client_ip(&req, false), "10.0.0.1");
+        assert_eq!(client_ip(&req, true), "203.0.113.7");
+        let req = request(None, Some("10.0.0.2:4000"));
+        assert_eq!(client_ip(&req, true), "10.0.0.2");
+        assert_eq!(client_ip(&request(None, None), false), "unknown");
+    }
+}
