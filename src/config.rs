@@ -283,6 +283,17 @@ impl Default for VerifierSection {
     }
 }
 
+impl VerifierSection {
+    fn apply_to(&self, c: &mut VerifierConfig) {
+        c.kind = self.kind;
+        c.max_batch = self.max_batch;
+        c.max_wait = self.max_wait.0;
+        c.queue = self.queue;
+        c.opencl_device = self.opencl_device;
+        c.data_dir.clone_from(&self.data_dir);
+    }
+}
+
 /// `dagproxy proxy` flags; each one overrides the file.
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct ProxyArgs {
@@ -523,16 +534,12 @@ impl Config {
         })
     }
 
-    /// The verifier service's settings.
+    /// The verifier service's settings (the service's own defaults for anything the file does
+    /// not set).
     pub fn verifier_config(&self) -> VerifierConfig {
-        VerifierConfig {
-            kind: self.verifier.kind,
-            max_batch: self.verifier.max_batch,
-            max_wait: self.verifier.max_wait.0,
-            queue: self.verifier.queue,
-            opencl_device: self.verifier.opencl_device,
-            data_dir: self.verifier.data_dir.clone(),
-        }
+        let mut c = VerifierConfig::default();
+        self.verifier.apply_to(&mut c);
+        c
     }
 }
 
