@@ -14,9 +14,16 @@
 
 pub mod bench;
 pub mod cli;
+pub mod config;
 pub mod devnet;
 pub mod ethash;
 pub mod hexutil;
+pub mod http;
 pub mod miner;
+pub mod pipeline;
+pub mod proxy;
+pub mod shutdown;
 pub mod storage;
+pub mod stratum;
+pub mod upstream;
 pub mod verify;

@@ -29,6 +29,9 @@ enum Command {
     /// Benchmarks; print JSON.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Run the mining-pool proxy (Stratum + HTTP getwork, shares into Redis).
+    #[command(alias = "serve")]
+    Proxy(dagproxy::config::ProxyArgs),
     /// Run the embedded development chain (geth-style JSON-RPC with verified solutions).
     Devnet(dagproxy::devnet::DevnetArgs),
     /// Demo CPU miner for a Stratum (EthProxy) pool; prints a JSON summary at the end.
@@ -123,6 +126,9 @@ fn main() -> ExitCode {
         }
     };
     init_logging();
+    if let Command::Proxy(args) = &cli.command {
+        return dagproxy::proxy::main(args);
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -145,6 +151,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Hash(a) => hash(a),
         Command::Dag(a) => dag(a),
+        // Handled in main(): it has its own exit codes.
+        Command::Proxy(_) => Ok(()),
         Command::Bench(BenchCommand::Cpu(a)) => {
             let progress = Progress::new("dataset");
             let report = dagproxy::bench::cpu(&a.chain.chain, a.chain.block, a.seconds, &progress);
