@@ -117,6 +117,46 @@ pub struct Config {
     pub redis: RedisSection,
     /// Share verification backend.
     pub verifier: VerifierSection,
+    /// A chain that is not a preset; when present it replaces `chain`.
+    pub custom_chain: Option<CustomChain>,
+}
+
+/// Parameters of a chain that is not a preset (`[customChain]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CustomChain {
+    /// Name (names the DAG files; `[A-Za-z0-9_-]`).
+    pub name: String,
+    /// Epoch length in blocks (30000 on ethash chains).
+    #[serde(default = "default_epoch_length")]
+    pub epoch_length: u64,
+    /// Block where ECIP-1099-style longer epochs start, if any.
+    pub ecip1099_block: Option<u64>,
+    /// Epoch length from `ecip1099Block` on.
+    #[serde(default = "default_ecip1099_length")]
+    pub ecip1099_epoch_length: u64,
+}
+
+fn default_epoch_length() -> u64 {
+    crate::ethash::chain::ETHASH_EPOCH_LENGTH
+}
+
+fn default_ecip1099_length() -> u64 {
+    crate::ethash::chain::ECIP1099_EPOCH_LENGTH
+}
+
+impl CustomChain {
+    /// The chain spec, validated.
+    pub fn spec(&self) -> Result<ChainSpec, crate::ethash::ChainError> {
+        let spec = ChainSpec::custom(
+            &self.name,
+            self.epoch_length,
+            self.ecip1099_block.map(|b| (b, self.ecip1099_epoch_length)),
+            crate::ethash::SizeRule::Ethash,
+        );
+        spec.validate()?;
+        Ok(spec)
+    }
 }
 
 impl Default for Config {
@@ -129,6 +169,7 @@ impl Default for Config {
             proxy: ProxySection::default(),
             redis: RedisSection::default(),
             verifier: VerifierSection::default(),
+            custom_chain: None,
         }
     }
 }
@@ -432,10 +473,15 @@ impl Config {
     /// Validates values that parse but cannot be used.
     pub fn check(self) -> Result<Checked, ConfigError> {
         let invalid = |key, message: String| ConfigError::Invalid { key, message };
-        let chain: ChainSpec = self
-            .chain
-            .parse()
-            .map_err(|e: crate::ethash::ChainError| invalid("chain", e.to_string()))?;
+        let chain: ChainSpec = match &self.custom_chain {
+            Some(custom) => custom
+                .spec()
+                .map_err(|e| invalid("customChain", e.to_string()))?,
+            None => self
+                .chain
+                .parse()
+                .map_err(|e: crate::ethash::ChainError| invalid("chain", e.to_string()))?,
+        };
         if self.name.is_empty() || self.name.contains(':') {
             return Err(invalid("name", "must be non-empty without ':'".into()));
         }
@@ -638,6 +684,22 @@ mod tests {
         c.proxy.difficulty = 0;
         let e = c.check().expect_err("zero difficulty");
         assert!(e.to_string().contains("proxy.difficulty"), "{e}");
+    }
+
+    #[test]
+    fn custom_chain_replaces_the_preset() {
+        let text = "chain = \"ethereum\"\n[customChain]\nname = \"mychain\"\necip1099Block = 100\n";
+        let c = Config::parse(text, "f.toml").expect("custom chain parses");
+        let checked = c.check().expect("valid");
+        assert_eq!(checked.chain.name, "mychain");
+        assert_eq!(checked.chain.epoch(99), 0);
+        assert_eq!(checked.chain.epoch(60_000), 1);
+        let bad = "[customChain]\nname = \"x\"\nepochLength = 12345\n";
+        let e = Config::parse(bad, "f.toml")
+            .expect("parses")
+            .check()
+            .expect_err("epoch length must be a multiple of 30000");
+        assert!(e.to_string().contains("customChain"), "{e}");
     }
 
     #[test]
