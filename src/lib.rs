@@ -9,6 +9,7 @@
 //! - [`cli`]: argument parsers shared by the subcommands.
 //! - [`bench`]: the `bench` subcommand's measurements.
 //! - [`devnet`]: the embedded development chain.
+//! - [`loadgen`]: the Stratum load generator with its Redis check.
 //! - [`miner`]: the demo CPU miner (Stratum client).
 //! - [`storage`]: Redis in open-ethereum-pool's schema.
 
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod devnet;
 pub mod ethash;
 pub mod hexutil;
+pub mod loadgen;
 pub mod miner;
 pub mod storage;
 pub mod verify;

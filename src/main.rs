@@ -33,6 +33,8 @@ enum Command {
     Devnet(dagproxy::devnet::DevnetArgs),
     /// Demo CPU miner for a Stratum (EthProxy) pool; prints a JSON summary at the end.
     Mine(dagproxy::miner::MineArgs),
+    /// Stratum load generator; checks Redis afterwards and prints JSON.
+    Loadgen(dagproxy::loadgen::LoadgenArgs),
 }
 
 #[derive(Args, Debug)]
@@ -149,6 +151,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Mine(a) => {
             let stats = runtime()?.block_on(dagproxy::miner::run_cli(a))?;
             println!("{}", serde_json::to_string(&stats)?);
+            Ok(())
+        }
+        Command::Loadgen(a) => {
+            let report = runtime()?.block_on(dagproxy::loadgen::run_cli(a))?;
+            println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
     }
