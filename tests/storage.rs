@@ -481,3 +481,48 @@ async fn dead_redis_fails_fast_and_recovers() {
     let mut con = r2.con();
     assert_eq!(zset(&mut con, "eth:pow").len(), 1);
 }
+
+/// Not a speed assertion: prints batch throughput for the report (`--ignored --nocapture`).
+#[tokio::test]
+#[ignore = "measurement"]
+async fn measure_batch_throughput() {
+    let r = common::RedisServer::start();
+    let st = store(&r, "eth").await;
+    for (batch, workers) in [(1usize, 1000u64), (100, 1000), (1000, 1000), (1000, 10)] {
+        let total = 50_000usize;
+        let t = Instant::now();
+        let mut nonce = (batch as u64) << 40;
+        for _ in 0..total / batch {
+            let shares: Vec<ShareRecord> = (0..batch)
+                .map(|_| {
+                    nonce += 1;
+                    share(
+                        &format!("0x{:040x}", nonce % workers),
+                        "w",
+                        nonce,
+                        500,
+                        4_000_000_000,
+                    )
+                })
+                .collect();
+            st.write_shares(&shares).await.expect("batch");
+        }
+        let s = t.elapsed().as_secs_f64();
+        println!(
+            "batch {batch} workers {workers}: {:.0} shares/s",
+            total as f64 / s
+        );
+        let mut con = r.con();
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut con)
+            .expect("info");
+        for l in info.lines().filter(|l| l.contains("evalsha")) {
+            println!("  {l}");
+        }
+        let _: () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query(&mut con)
+            .expect("resetstat");
+    }
+}
