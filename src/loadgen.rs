@@ -156,6 +156,8 @@ struct BankInner {
 #[derive(Debug, Default)]
 struct Bank {
     inner: Mutex<BankInner>,
+    /// One epoch build at a time (connections all offer the same first job).
+    building: tokio::sync::Mutex<()>,
     stop: AtomicBool,
     changed: Notify,
 }
@@ -185,6 +187,7 @@ impl Bank {
         seed: [u8; 32],
         target: U256,
     ) -> Result<(), LoadgenError> {
+        let _building = self.building.lock().await;
         let src = {
             let b = self.lock();
             if b.jobs.iter().any(|j| j.header == header) {
@@ -356,40 +359,16 @@ async fn drive(
     // Connect and log in everyone, and register the first job.
     let mut conns: Vec<Conn> = Vec::with_capacity(logins.len());
     let mut difficulty = U256::ZERO;
-    for (index, login) in logins.iter().enumerate() {
-        let fail = |why: String| LoadgenError::Connection { index, why };
-        let sock = TcpStream::connect(&cfg.stratum)
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        let _ = sock.set_nodelay(true);
-        let (r, mut w) = sock.into_split();
-        let mut lines = FramedRead::new(r, LinesCodec::new_with_max_length(64 * 1024));
-        let hello = format!(
-            "{}\n{}\n",
-            json!({"id": ID_LOGIN, "jsonrpc": "2.0", "method": "eth_submitLogin",
-                   "params": [login], "worker": "lg"}),
-            json!({"id": ID_GETWORK, "jsonrpc": "2.0", "method": "eth_getWork", "params": []})
-        );
-        w.write_all(hello.as_bytes())
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        let mut got_work = false;
-        while !got_work {
-            let line = tokio::time::timeout(Duration::from_secs(10), lines.next())
-                .await
-                .map_err(|_| fail("no reply to login/getWork".into()))?
-                .ok_or_else(|| fail("closed".into()))?
-                .map_err(|e| fail(e.to_string()))?;
-            let msg: Value = serde_json::from_str(&line).map_err(|e| fail(e.to_string()))?;
-            if let Some(e) = msg.get("error").filter(|e| !e.is_null()) {
-                return Err(fail(format!("pool error {e}")));
-            }
-            if let Some(Value::Array(w)) = msg.get("result") {
-                difficulty = offer_job(cfg, bank, w).await?;
-                got_work = true;
-            }
-        }
-        conns.push((lines, w));
+    let opened: Vec<Result<(Conn, U256), LoadgenError>> =
+        futures_util::stream::iter(logins.iter().enumerate())
+            .map(|(index, login)| open(index, login, cfg, bank))
+            .buffered(256)
+            .collect()
+            .await;
+    for o in opened {
+        let (conn, d) = o?;
+        difficulty = d;
+        conns.push(conn);
     }
 
     // Fill the bank before the clock starts, so precomputation is not measured.
@@ -438,6 +417,46 @@ async fn drive(
     stop.cancel();
     let t = std::mem::take(&mut *tally.lock().unwrap_or_else(|p| p.into_inner()));
     Ok((t, seconds, difficulty))
+}
+
+/// Connects, logs in and waits for the first job.
+async fn open(
+    index: usize,
+    login: &str,
+    cfg: &LoadgenConfig,
+    bank: &Bank,
+) -> Result<(Conn, U256), LoadgenError> {
+    let fail = |why: String| LoadgenError::Connection { index, why };
+    let sock = TcpStream::connect(&cfg.stratum)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let _ = sock.set_nodelay(true);
+    let (r, mut w) = sock.into_split();
+    let mut lines = FramedRead::new(r, LinesCodec::new_with_max_length(64 * 1024));
+    let hello = format!(
+        "{}\n{}\n",
+        json!({"id": ID_LOGIN, "jsonrpc": "2.0", "method": "eth_submitLogin",
+               "params": [login], "worker": "lg"}),
+        json!({"id": ID_GETWORK, "jsonrpc": "2.0", "method": "eth_getWork", "params": []})
+    );
+    w.write_all(hello.as_bytes())
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(10), lines.next())
+            .await
+            .map_err(|_| fail("no reply to login/getWork".into()))?
+            .ok_or_else(|| fail("closed".into()))?
+            .map_err(|e| fail(e.to_string()))?;
+        let msg: Value = serde_json::from_str(&line).map_err(|e| fail(e.to_string()))?;
+        if let Some(e) = msg.get("error").filter(|e| !e.is_null()) {
+            return Err(fail(format!("pool error {e}")));
+        }
+        if let Some(Value::Array(work)) = msg.get("result") {
+            let difficulty = offer_job(cfg, bank, work).await?;
+            return Ok(((lines, w), difficulty));
+        }
+    }
 }
 
 async fn offer_job(cfg: &LoadgenConfig, bank: &Bank, w: &[Value]) -> Result<U256, LoadgenError> {
