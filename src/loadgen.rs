@@ -308,8 +308,11 @@ pub async fn run(
         ));
     }
     if let Some(r) = cfg.rate {
-        if !(r.is_finite() && r > 0.0) {
-            return Err(LoadgenError::Config("--rate must be positive".into()));
+        // At least one share per hour per connection keeps the schedule's durations finite.
+        if !(r.is_finite() && r * 3600.0 >= cfg.connections as f64) {
+            return Err(LoadgenError::Config(
+                "--rate must be at least one share per hour per connection".into(),
+            ));
         }
     }
     let run_id = std::time::SystemTime::now()
@@ -843,15 +846,16 @@ pub struct LoadgenArgs {
 
 /// `dagproxy loadgen`: runs and returns the report (printed as JSON by the binary).
 pub async fn run_cli(args: LoadgenArgs) -> Result<LoadReport, LoadgenError> {
-    if !(args.seconds.is_finite() && args.seconds > 0.0) {
-        return Err(LoadgenError::Config("--seconds must be positive".into()));
-    }
+    let duration = Duration::try_from_secs_f64(args.seconds)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| LoadgenError::Config("--seconds must be a positive number".into()))?;
     let cfg = LoadgenConfig {
         stratum: args.stratum,
         redis: args.redis,
         prefix: args.redis_prefix,
         connections: args.connections,
-        duration: Duration::from_secs_f64(args.seconds),
+        duration,
         rate: args.rate,
         invalid: args.invalid,
         chain: args.chain,
