@@ -548,16 +548,16 @@ impl DevnetArgs {
     /// The configuration these arguments describe.
     pub fn config(&self) -> Result<DevnetConfig, DevnetError> {
         let difficulty = crate::ethash::target::parse_u256(&self.difficulty)?;
-        if !(self.block_time.is_finite() && self.block_time >= 0.0) {
-            return Err(DevnetError::Config(format!(
+        let block_time = Duration::try_from_secs_f64(self.block_time).map_err(|_| {
+            DevnetError::Config(format!(
                 "--block-time must be a non-negative number of seconds, got {}",
                 self.block_time
-            )));
-        }
+            ))
+        })?;
         Ok(DevnetConfig {
             chain: self.chain.clone(),
             difficulty,
-            block_time: Duration::from_secs_f64(self.block_time),
+            block_time,
             start_block: self.start_block,
         })
     }

@@ -2,15 +2,18 @@
 //! schema, that verifies shares in batches on the GPU (OpenCL) or the CPU.
 //!
 //! # Layout
-//! Follows the data path:
-//! - [`ethash`]: the engine (chains, cache, dataset, hashimoto, targets, DAG files).
+//! Follows the data path, front ends to storage:
+//! - [`stratum`]: Stratum (EthProxy dialect) server; sans-IO messages and methods.
+//! - [`http`]: HTTP getwork front end (axum).
+//! - [`pipeline`]: the share pipeline (stale window, one verification, dedup, block submit,
+//!   batched Redis writes) and the verdict → JSON-RPC mapping.
+//! - [`upstream`]: node JSON-RPC client, health checks and failover, block templates.
 //! - [`verify`]: the verifier service (batcher, CPU and OpenCL backends).
-//! - [`hexutil`]: `0x` hex parsing shared by the CLI and the protocols.
-//! - [`cli`]: argument parsers shared by the subcommands.
-//! - [`bench`]: the `bench` subcommand's measurements.
-//! - [`devnet`]: the embedded development chain.
-//! - [`miner`]: the demo CPU miner (Stratum client).
-//! - [`storage`]: Redis in open-ethereum-pool's schema.
+//! - [`storage`]: Redis in open-ethereum-pool's schema (atomic Lua writes).
+//! - [`ethash`]: the engine (chains, cache, dataset, hashimoto, targets, DAG files).
+//! - [`proxy`], [`config`], [`shutdown`]: wiring, TOML configuration, signals.
+//! - [`devnet`], [`miner`], [`loadgen`]: dev chain node, demo miner, load generator.
+//! - [`bench`], [`cli`], [`hexutil`]: benchmarks, shared argument parsers, `0x` hex.
 
 pub mod bench;
 pub mod cli;
@@ -19,6 +22,7 @@ pub mod devnet;
 pub mod ethash;
 pub mod hexutil;
 pub mod http;
+pub mod loadgen;
 pub mod miner;
 pub mod pipeline;
 pub mod proxy;

@@ -40,6 +40,8 @@ enum Command {
     Verify(dagproxy::verify::cli::VerifyArgs),
     /// List OpenCL platforms and devices (memory, max allocation).
     Devices(dagproxy::verify::cli::DevicesArgs),
+    /// Stratum load generator; checks Redis afterwards and prints JSON.
+    Loadgen(dagproxy::loadgen::LoadgenArgs),
 }
 
 #[derive(Args, Debug)]
@@ -172,6 +174,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Verify(a) => Ok(dagproxy::verify::cli::verify(a)?),
         Command::Devices(a) => Ok(dagproxy::verify::cli::devices(a)?),
+        Command::Loadgen(a) => {
+            let report = runtime()?.block_on(dagproxy::loadgen::run_cli(a))?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
     }
 }
 

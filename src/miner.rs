@@ -570,12 +570,14 @@ impl MineArgs {
     /// The configuration these arguments describe.
     pub fn config(&self) -> Result<MinerConfig, MinerError> {
         let duration = match self.seconds {
-            Some(s) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
-            Some(s) => {
-                return Err(MinerError::Config(format!(
-                    "--seconds must be positive, got {s}"
-                )))
-            }
+            Some(s) => Some(
+                Duration::try_from_secs_f64(s)
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| {
+                        MinerError::Config(format!("--seconds must be positive, got {s}"))
+                    })?,
+            ),
             None => None,
         };
         let threads = self.threads.unwrap_or_else(|| {

@@ -236,3 +236,72 @@ async fn malformed_requests_get_json_rpc_errors() {
     assert_eq!(node.work().await.3, 0);
     assert_eq!(node.handle.submit_calls(), 0);
 }
+
+#[test]
+fn cli_serves_until_interrupted_and_rejects_bad_arguments() {
+    use std::process::{Command, Stdio};
+    let bin = env!("CARGO_BIN_EXE_dagproxy");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let mut child = Command::new(bin)
+        .args(["devnet", "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "--difficulty",
+            "0x10000",
+            "--block-time",
+            "0",
+            "--start-block",
+            "5",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn devnet");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let reply: Value = rt.block_on(async {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let r = reqwest::Client::new()
+                .post(format!("http://127.0.0.1:{port}/"))
+                .body(r#"{"jsonrpc":"2.0","id":1,"method":"eth_getWork","params":[]}"#)
+                .send()
+                .await;
+            if let Ok(r) = r {
+                return r.json().await.expect("json");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "devnet did not come up"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    assert_eq!(reply["result"][3], "0x5");
+    let target = target_from_difficulty(U256::from(0x10000u64)).expect("target");
+    assert_eq!(reply["result"][2], target_hex(target));
+    // Ctrl-C (SIGINT) stops it cleanly.
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let code = child.wait().expect("wait");
+    assert_eq!(code.code(), Some(0));
+
+    for bad in [
+        vec!["devnet", "--chain", "nope"],
+        vec!["devnet", "--listen", "not-an-address"],
+    ] {
+        let out = Command::new(bin).args(&bad).output().expect("run");
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+    }
+    let out = Command::new(bin)
+        .args(["devnet", "--difficulty", "0", "--listen", "127.0.0.1:0"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("difficulty"), "{err}");
+}

@@ -292,3 +292,26 @@ async fn stops_after_its_duration_and_reports_refusals() {
     .expect_err("no pool");
     assert!(matches!(err, MinerError::Connect { .. }), "{err}");
 }
+
+#[test]
+fn cli_reports_an_unreachable_pool_and_bad_arguments() {
+    use std::process::Command;
+    let bin = env!("CARGO_BIN_EXE_dagproxy");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let out = Command::new(bin)
+        .args(["mine", "--stratum", &format!("127.0.0.1:{port}")])
+        .args(["--login", LOGIN, "--seconds", "1", "--threads", "1"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot connect"), "{err}");
+    let out = Command::new(bin)
+        .args(["mine", "--login", LOGIN])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2), "--stratum is required");
+}

@@ -4,6 +4,8 @@
 mod common;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dagproxy::ethash::U256;
@@ -480,4 +482,129 @@ async fn dead_redis_fails_fast_and_recovers() {
     }
     let mut con = r2.con();
     assert_eq!(zset(&mut con, "eth:pow").len(), 1);
+}
+
+/// Not a speed assertion: prints batch throughput for the report (`--ignored --nocapture`).
+#[tokio::test]
+#[ignore = "measurement"]
+async fn measure_batch_throughput() {
+    let r = common::RedisServer::start();
+    let st = store(&r, "eth").await;
+    for (batch, workers) in [(1usize, 1000u64), (100, 1000), (1000, 1000), (1000, 10)] {
+        let total = 50_000usize;
+        let t = Instant::now();
+        let mut nonce = (batch as u64) << 40;
+        for _ in 0..total / batch {
+            let shares: Vec<ShareRecord> = (0..batch)
+                .map(|_| {
+                    nonce += 1;
+                    share(
+                        &format!("0x{:040x}", nonce % workers),
+                        "w",
+                        nonce,
+                        500,
+                        4_000_000_000,
+                    )
+                })
+                .collect();
+            st.write_shares(&shares).await.expect("batch");
+        }
+        let s = t.elapsed().as_secs_f64();
+        println!(
+            "batch {batch} workers {workers}: {:.0} shares/s",
+            total as f64 / s
+        );
+        let mut con = r.con();
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut con)
+            .expect("info");
+        for l in info.lines().filter(|l| l.contains("evalsha")) {
+            println!("  {l}");
+        }
+        let _: () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query(&mut con)
+            .expect("resetstat");
+    }
+}
+
+/// A TCP relay to Redis that can go silent (a frozen host or a black-holed network: no RST,
+/// no reply), which a dead process does not simulate.
+async fn freezable_relay(upstream: u16) -> (u16, Arc<AtomicBool>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let frozen = Arc::new(AtomicBool::new(false));
+    let f = frozen.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else {
+                return;
+            };
+            let (cr, cw) = client.into_split();
+            let (sr, sw) = server.into_split();
+            tokio::spawn(pump(cr, sw, f.clone()));
+            tokio::spawn(pump(sr, cw, f.clone()));
+        }
+    });
+    (port, frozen)
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    frozen: Arc<AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let Ok(n) = from.read(&mut buf).await else {
+            return;
+        };
+        if n == 0 {
+            return;
+        }
+        while frozen.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn silent_redis_times_out_instead_of_hanging() {
+    let r = common::RedisServer::start();
+    let (port, frozen) = freezable_relay(r.port).await;
+    let st = RedisStore::connect(&format!("redis://127.0.0.1:{port}/"), "eth", HOUR3)
+        .await
+        .expect("connect through relay");
+    st.write_share(&share(LOGIN, "0", 1, 10, 1))
+        .await
+        .expect("share");
+    frozen.store(true, Ordering::Relaxed);
+    let t = Instant::now();
+    let res = tokio::time::timeout(
+        Duration::from_secs(30),
+        st.write_share(&share(LOGIN, "0", 2, 10, 1)),
+    )
+    .await
+    .expect("no hang: the store gives up by itself");
+    let err = res.expect_err("no reply must not be a success");
+    assert!(err.is_unavailable(), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+
+    // Connecting to something that accepts but never answers also gives up.
+    let (port2, frozen2) = freezable_relay(r.port).await;
+    frozen2.store(true, Ordering::Relaxed);
+    let res = tokio::time::timeout(
+        Duration::from_secs(30),
+        RedisStore::connect(&format!("redis://127.0.0.1:{port2}/"), "eth", HOUR3),
+    )
+    .await
+    .expect("connect gives up by itself");
+    assert!(res.is_err());
 }

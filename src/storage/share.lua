@@ -9,6 +9,7 @@ local ts = ARGV[2]
 local expire = ARGV[3]
 local out = {}
 local last_sweep = nil
+local used = {}
 local n = (#ARGV - 3) / 6
 for i = 1, n do
   local a = 3 + 6 * (i - 1)
@@ -26,12 +27,16 @@ for i = 1, n do
     redis.call('HINCRBY', KEYS[2], login, diff)
     -- Members are diff:login:id:ms; a second share of the same worker in the same
     -- millisecond (common in a batch) would overwrite the first, so step ms until unique.
+    -- used[] remembers the last ms given to a worker in this call, keeping a batch O(n).
+    local p = diff .. ':' .. login .. ':' .. id .. ':'
     local m = ms
-    local member = diff .. ':' .. login .. ':' .. id .. ':' .. string.format('%.0f', m)
+    if used[p] and used[p] >= m then m = used[p] + 1 end
+    local member = p .. string.format('%.0f', m)
     while redis.call('ZSCORE', KEYS[3], member) do
       m = m + 1
-      member = diff .. ':' .. login .. ':' .. id .. ':' .. string.format('%.0f', m)
+      member = p .. string.format('%.0f', m)
     end
+    used[p] = m
     redis.call('ZADD', KEYS[3], ts, member)
     redis.call('ZADD', hr_login, ts, diff .. ':' .. id .. ':' .. string.format('%.0f', m))
     redis.call('EXPIRE', hr_login, expire)
