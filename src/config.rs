@@ -703,6 +703,20 @@ mod tests {
     }
 
     #[test]
+    fn deploy_presets_are_valid() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/presets");
+        let mut seen = Vec::new();
+        for entry in std::fs::read_dir(dir).expect("presets dir") {
+            let path = entry.expect("entry").path();
+            let c = Config::load(&path).expect("preset parses");
+            let checked = c.check().expect("preset is valid");
+            seen.push(checked.chain.name);
+        }
+        seen.sort();
+        assert_eq!(seen, ["classic", "ethereum", "mordor", "test"]);
+    }
+
+    #[test]
     fn example_file_parses_with_the_defaults() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/dagproxy.example.toml");
         let c = Config::load(Path::new(path)).expect("example parses");
