@@ -119,6 +119,8 @@ pub struct Config {
     pub verifier: VerifierSection,
     /// A chain that is not a preset; when present it replaces `chain`.
     pub custom_chain: Option<CustomChain>,
+    /// `/metrics`, `/health`, `/stats` listener.
+    pub metrics: crate::observe::MetricsSection,
 }
 
 /// Parameters of a chain that is not a preset (`[customChain]`).
@@ -170,6 +172,7 @@ impl Default for Config {
             redis: RedisSection::default(),
             verifier: VerifierSection::default(),
             custom_chain: None,
+            metrics: Default::default(),
         }
     }
 }

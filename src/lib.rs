@@ -11,6 +11,7 @@
 //! - [`verify`]: the verifier service (batcher, CPU and OpenCL backends).
 //! - [`storage`]: Redis in open-ethereum-pool's schema (atomic Lua writes).
 //! - [`ethash`]: the engine (chains, cache, dataset, hashimoto, targets, DAG files).
+//! - [`observe`]: `/metrics` (Prometheus), `/health`, `/stats` on their own listener.
 //! - [`proxy`], [`config`], [`shutdown`]: wiring, TOML configuration, signals.
 //! - [`devnet`], [`miner`], [`loadgen`]: dev chain node, demo miner, load generator.
 //! - [`bench`], [`cli`], [`hexutil`]: benchmarks, shared argument parsers, `0x` hex.
@@ -24,6 +25,7 @@ pub mod hexutil;
 pub mod http;
 pub mod loadgen;
 pub mod miner;
+pub mod observe;
 pub mod pipeline;
 pub mod proxy;
 pub mod shutdown;

@@ -40,6 +40,9 @@ pub enum ProxyError {
     /// An upstream client could not be built.
     #[error("upstream: {0}")]
     Upstream(#[from] RpcError),
+    /// The metrics listen address is not valid.
+    #[error(transparent)]
+    Metrics(#[from] crate::observe::ObserveError),
     /// A listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -129,6 +132,8 @@ pub struct Listeners {
     pub stratum: Option<TcpListener>,
     /// HTTP getwork.
     pub http: Option<TcpListener>,
+    /// `/metrics`, `/health`, `/stats`.
+    pub metrics: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -148,6 +153,7 @@ impl Listeners {
         Ok(Self {
             stratum: bind(c.stratum_addr).await?,
             http: bind(c.http_addr).await?,
+            metrics: bind(c.config.metrics.addr()?).await?,
         })
     }
 }
@@ -183,6 +189,7 @@ pub async fn run(
         tracing::error!("no block template yet: {e}");
     }
     let (writer, writer_task) = ShareWriter::spawn(store.clone());
+    let redis_errors = writer.error_count();
     let pipeline = Pipeline::new(
         upstreams.clone(),
         verifier.clone(),
@@ -233,6 +240,20 @@ pub async fn run(
                 .await;
             if let Err(e) = served {
                 tracing::error!("http server: {e}");
+            }
+        });
+    }
+    if let Some(l) = listeners.metrics {
+        tracing::info!(addr = ?l.local_addr().ok(), "metrics listening");
+        let observe = crate::observe::Observe::new(ctx.clone(), verifier.clone(), redis_errors);
+        let app = crate::observe::app(Arc::new(observe));
+        let stop = shutdown.clone();
+        front.spawn(async move {
+            if let Err(e) = axum::serve(l, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+            {
+                tracing::error!("metrics server: {e}");
             }
         });
     }

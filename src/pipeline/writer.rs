@@ -1,6 +1,9 @@
 //! The share writer: one task that takes the shares arriving together and stores them with one
 //! Redis round trip, answering each submitter only from the outcome of its own write.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -35,13 +38,21 @@ pub enum WriteError {
 #[derive(Clone, Debug)]
 pub struct ShareWriter {
     tx: mpsc::Sender<Job>,
+    errors: Arc<AtomicU64>,
 }
 
 impl ShareWriter {
     /// Starts the writer task.
     pub fn spawn(store: RedisStore) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        (Self { tx }, tokio::spawn(run(store, rx)))
+        let errors = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(run(store, rx, errors.clone()));
+        (Self { tx, errors }, task)
+    }
+
+    /// Failed Redis round trips since start (for metrics; does not keep the writer alive).
+    pub fn error_count(&self) -> Arc<AtomicU64> {
+        self.errors.clone()
     }
 
     /// Stores a share; returns once Redis has it (or has refused it).
@@ -71,7 +82,7 @@ impl ShareWriter {
     }
 }
 
-async fn run(store: RedisStore, mut rx: mpsc::Receiver<Job>) {
+async fn run(store: RedisStore, mut rx: mpsc::Receiver<Job>, errors: Arc<AtomicU64>) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         // Keep arrival order across blocks: shares before a block belong to its round.
@@ -80,17 +91,21 @@ async fn run(store: RedisStore, mut rx: mpsc::Receiver<Job>) {
             match job {
                 Job::Share(s, r) => shares.push((s, r)),
                 Job::Block(b, r) => {
-                    flush(&store, &mut shares).await;
+                    flush(&store, &mut shares, &errors).await;
                     let (share, block) = *b;
-                    let _ = r.send(store.write_block(&share, &block).await);
+                    let written = store.write_block(&share, &block).await;
+                    if written.is_err() {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let _ = r.send(written);
                 }
             }
         }
-        flush(&store, &mut shares).await;
+        flush(&store, &mut shares, &errors).await;
     }
 }
 
-async fn flush(store: &RedisStore, shares: &mut Vec<(ShareRecord, Reply)>) {
+async fn flush(store: &RedisStore, shares: &mut Vec<(ShareRecord, Reply)>, errors: &AtomicU64) {
     if shares.is_empty() {
         return;
     }
@@ -106,6 +121,7 @@ async fn flush(store: &RedisStore, shares: &mut Vec<(ShareRecord, Reply)>) {
                 Ok(o) => format!("{} outcomes for {} shares", o.len(), batch.len()),
                 Err(e) => e.to_string(),
             };
+            errors.fetch_add(1, Ordering::Relaxed);
             tracing::error!(shares = batch.len(), "shares not stored: {why}");
             for reply in replies {
                 let _ = reply.send(Err(StorageError::Reply(why.clone())));

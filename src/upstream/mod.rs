@@ -123,6 +123,16 @@ impl Upstreams {
         self.template()
     }
 
+    /// Consecutive failed template refreshes (reset by a good one).
+    pub fn failures(&self) -> u64 {
+        self.upstream_fails.load(Ordering::Relaxed)
+    }
+
+    /// Receivers watching for templates: one per open Stratum connection.
+    pub fn subscribers(&self) -> usize {
+        self.template.receiver_count()
+    }
+
     /// Whether `maxFails` consecutive upstream or storage failures happened.
     pub fn is_sick(&self) -> bool {
         let max = self.settings.max_fails;

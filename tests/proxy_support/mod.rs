@@ -65,6 +65,7 @@ impl Devnet {
 pub struct TestProxy {
     pub stratum: SocketAddr,
     pub http: SocketAddr,
+    pub metrics: SocketAddr,
     pub shutdown: CancellationToken,
     pub task: JoinHandle<Result<(), ProxyError>>,
     pub redis: RedisServer,
@@ -107,9 +108,11 @@ impl TestProxy {
     pub async fn spawn(config: Config, redis: RedisServer) -> Self {
         let stratum = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let (s_addr, h_addr) = (
+        let metrics = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let (s_addr, h_addr, m_addr) = (
             stratum.local_addr().expect("addr"),
             http.local_addr().expect("addr"),
+            metrics.local_addr().expect("addr"),
         );
         let shutdown = CancellationToken::new();
         let checked = config.check().expect("valid test config");
@@ -117,6 +120,7 @@ impl TestProxy {
             Listeners {
                 stratum: Some(stratum),
                 http: Some(http),
+                metrics: Some(metrics),
             },
             checked,
             shutdown.clone(),
@@ -124,6 +128,7 @@ impl TestProxy {
         Self {
             stratum: s_addr,
             http: h_addr,
+            metrics: m_addr,
             shutdown,
             task,
             redis,
