@@ -161,3 +161,42 @@ async fn health_metrics_and_stats_follow_the_proxy() {
     proxy.stop().await;
     stop.cancel();
 }
+
+/// stderr of `dagproxy [args] verify` over empty stdin, with `env` set.
+fn verify_logs(args: &[&str], env: Option<&str>) -> String {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_dagproxy"));
+    cmd.args(args)
+        .args(["verify", "--chain", "test", "--verifier", "cpu-light"])
+        .env_remove("DAGPROXY_LOG_FORMAT")
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null());
+    if let Some(v) = env {
+        cmd.env("DAGPROXY_LOG_FORMAT", v);
+    }
+    let out = cmd.output().expect("run dagproxy");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stderr).expect("utf-8 logs")
+}
+
+#[test]
+fn logs_are_json_lines_when_asked() {
+    for (args, env) in [
+        (&["--log-format", "json"][..], None),
+        (&[][..], Some("json")),
+    ] {
+        let logs = verify_logs(args, env);
+        assert!(!logs.trim().is_empty(), "no log lines");
+        for line in logs.lines() {
+            let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+            assert_eq!(v["level"], json!("INFO"), "{line}");
+            assert!(v["fields"]["message"].is_string(), "{line}");
+        }
+    }
+    let text = verify_logs(&[], None);
+    assert!(
+        text.lines()
+            .all(|l| serde_json::from_str::<Value>(l).is_err()),
+        "{text}"
+    );
+    assert!(text.contains("INFO"), "{text}");
+}
