@@ -2,6 +2,8 @@
 //! `/metrics` written by hand from the proxy's counters, `/health` for load balancers and
 //! orchestrators, and a small JSON `/stats`.
 
+pub mod histogram;
+
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +21,8 @@ use serde_json::{json, Value};
 use crate::pipeline::Verdict;
 use crate::proxy::Context;
 use crate::verify::Verifier;
+
+pub use histogram::Histogram;
 
 /// The `[metrics]` section.
 #[derive(Clone, Debug, Deserialize)]
@@ -146,6 +150,22 @@ impl Observe {
             "Shares queued in or being hashed by the verifier.",
             self.verifier.pending() as u64,
         );
+        m.family(
+            "dagproxy_verify_batch_size",
+            "histogram",
+            "Shares per verifier batch.",
+        );
+        self.verifier
+            .batch_sizes()
+            .write(&mut m.0, "dagproxy_verify_batch_size");
+        m.family(
+            "dagproxy_verify_batch_seconds",
+            "histogram",
+            "Hashing time per verifier batch (queue wait excluded).",
+        );
+        self.verifier
+            .batch_seconds()
+            .write(&mut m.0, "dagproxy_verify_batch_seconds");
         m.family(
             "dagproxy_dag_epoch",
             "gauge",

@@ -107,6 +107,17 @@ async fn health_metrics_and_stats_follow_the_proxy() {
     assert_eq!(at("dagproxy_sick"), 0.0);
     assert_eq!(at("dagproxy_upstream_failures"), 0.0);
     assert_eq!(at("dagproxy_redis_write_errors_total"), 0.0);
+    // Both shares were hashed, in one or two batches of at most two.
+    assert_eq!(at("dagproxy_verify_batch_size_sum"), 2.0);
+    assert_eq!(
+        at("dagproxy_verify_batch_size_bucket{le=\"2\"}"),
+        at("dagproxy_verify_batch_size_count")
+    );
+    assert_eq!(
+        at("dagproxy_verify_batch_seconds_count"),
+        at("dagproxy_verify_batch_size_count")
+    );
+    assert!(at("dagproxy_verify_batch_seconds_bucket{le=\"+Inf\"}") >= 1.0);
     assert_eq!(
         at("dagproxy_verifier_info{backend=\"cpu-light\",device=\"host\"}"),
         1.0

@@ -24,6 +24,14 @@ use crate::ethash::{check_share, ChainSpec, EpochInfo, PowInput, PowOutput, Shar
 
 pub use self::backend::Resident;
 use self::backend::{Backend, Caches, Cpu, CpuLight};
+use crate::observe::Histogram;
+
+/// Batch-size buckets (shares): powers of two up to the largest default batch.
+const BATCH_SIZES: &[u64] = &[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096];
+/// Batch hashing-time buckets, in microseconds.
+const BATCH_MICROS: &[u64] = &[
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+];
 
 /// Which backend verifies shares (`--verifier`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
@@ -123,6 +131,8 @@ struct Shared {
     running: AtomicBool,
     backend: Mutex<String>,
     resident: Mutex<Vec<Resident>>,
+    batch_sizes: Histogram,
+    batch_micros: Histogram,
 }
 
 /// Handle to the verifier service; cheap to clone.
@@ -203,6 +213,8 @@ impl Verifier {
             running: AtomicBool::new(false),
             backend: Mutex::new(String::new()),
             resident: Mutex::new(Vec::new()),
+            batch_sizes: Histogram::new(BATCH_SIZES, 1.0),
+            batch_micros: Histogram::new(BATCH_MICROS, 1e-6),
         });
         let (ready_tx, ready_rx) = oneshot::channel();
         let worker_shared = shared.clone();
@@ -261,6 +273,16 @@ impl Verifier {
             .lock()
             .map(|r| r.clone())
             .unwrap_or_default()
+    }
+
+    /// Shares per hashed batch, since start.
+    pub fn batch_sizes(&self) -> &Histogram {
+        &self.shared.batch_sizes
+    }
+
+    /// Hashing time per batch (backend only, queue wait excluded), exported in seconds.
+    pub fn batch_seconds(&self) -> &Histogram {
+        &self.shared.batch_micros
     }
 
     /// Shares queued or being hashed.
@@ -510,6 +532,7 @@ impl Worker {
         let inject = self.config.inject_device_failure_at_batch == Some(self.batches)
             && self.backend.name().starts_with("opencl");
         self.batches += 1;
+        let started = Instant::now();
         let mut result = if inject {
             Err(VerifyError::Backend("injected device failure".into()))
         } else {
@@ -521,6 +544,9 @@ impl Worker {
                 result = self.backend.hash(&jobs, &mut self.caches);
             }
         }
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.shared.batch_micros.observe(micros);
+        self.shared.batch_sizes.observe(batch.len() as u64);
         // Free the queue places before answering, so an answered caller sees room.
         self.shared.pending.fetch_sub(batch.len(), Ordering::SeqCst);
         match result {

@@ -1,0 +1,89 @@
+//! A lock-free fixed-bucket histogram for the Prometheus text format: observing is a few
+//! relaxed atomic adds, so the verifier thread can record every batch.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counts of observations per upper bound, in an integer base unit (shares, microseconds)
+/// exported after multiplying by `scale`.
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [u64],
+    buckets: Box<[AtomicU64]>,
+    sum: AtomicU64,
+    scale: f64,
+}
+
+impl Histogram {
+    /// Buckets at `bounds` (ascending) plus +Inf; exported values are `value * scale`.
+    pub fn new(bounds: &'static [u64], scale: f64) -> Self {
+        Self {
+            bounds,
+            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum: AtomicU64::new(0),
+            scale,
+        }
+    }
+
+    /// Records one value.
+    pub fn observe(&self, value: u64) {
+        let i = self.bounds.partition_point(|&b| b < value);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum.fetch_add(value, Ordering::Relaxed);
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Writes `name_bucket{le=..}`, `name_sum` and `name_count` lines (cumulative buckets).
+    pub fn write(&self, out: &mut String, name: &str) {
+        let mut cumulative = 0;
+        for (i, bucket) in self.buckets.iter().enumerate() {
+            cumulative += bucket.load(Ordering::Relaxed);
+            match self.bounds.get(i) {
+                Some(&b) => {
+                    let le = b as f64 * self.scale;
+                    let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+                }
+                None => {
+                    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+                }
+            }
+        }
+        let sum = self.sum.load(Ordering::Relaxed) as f64 * self.scale;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cumulative}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_cumulative_and_bounds_inclusive() {
+        let h = Histogram::new(&[1, 4, 16], 1.0);
+        for v in [1, 2, 4, 5, 100] {
+            h.observe(v);
+        }
+        let mut out = String::new();
+        h.write(&mut out, "x");
+        assert_eq!(
+            out,
+            "x_bucket{le=\"1\"} 1\nx_bucket{le=\"4\"} 3\nx_bucket{le=\"16\"} 4\n\
+             x_bucket{le=\"+Inf\"} 5\nx_sum 112\nx_count 5\n"
+        );
+        assert_eq!(h.count(), 5);
+    }
+
+    #[test]
+    fn scale_converts_the_unit() {
+        let h = Histogram::new(&[500, 1000], 1e-6);
+        h.observe(250);
+        let mut out = String::new();
+        h.write(&mut out, "t");
+        assert!(out.starts_with("t_bucket{le=\"0.0005\"} 1\n"), "{out}");
+        assert!(out.contains("t_sum 0.00025\n"), "{out}");
+    }
+}
