@@ -36,6 +36,10 @@ enum Command {
     Devnet(dagproxy::devnet::DevnetArgs),
     /// Demo CPU miner for a Stratum (EthProxy) pool; prints a JSON summary at the end.
     Mine(dagproxy::miner::MineArgs),
+    /// Hash JSON lines {"header_hash","nonce"} from stdin through the verifier; one JSON line out per line.
+    Verify(dagproxy::verify::cli::VerifyArgs),
+    /// List OpenCL platforms and devices (memory, max allocation).
+    Devices(dagproxy::verify::cli::DevicesArgs),
 }
 
 #[derive(Args, Debug)]
@@ -85,6 +89,8 @@ struct DagArgs {
 enum BenchCommand {
     /// CPU engine against the `ethash` crate, per core.
     Cpu(BenchCpuArgs),
+    /// The share verifier (opencl, cpu, cpu-light) per batch size.
+    Verify(dagproxy::verify::cli::BenchVerifyArgs),
 }
 
 #[derive(Args, Debug)]
@@ -159,6 +165,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&stats)?);
             Ok(())
         }
+        Command::Bench(BenchCommand::Verify(a)) => {
+            let report = dagproxy::verify::cli::bench(a)?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        Command::Verify(a) => Ok(dagproxy::verify::cli::verify(a)?),
+        Command::Devices(a) => Ok(dagproxy::verify::cli::devices(a)?),
     }
 }
 

@@ -1,17 +1,29 @@
-//! The verifier service the share pipeline calls: `check(share) -> ShareCheck`, one hashimoto per
-//! share, behind one interface whatever the backend.
+//! The verifier service the share pipeline calls: `check(share) -> ShareCheck`. Shares are
+//! queued (bounded: [`VerifyError::Busy`] when full), gathered into micro-batches (flush at
+//! `max_batch` or `max_wait`) by one worker thread that owns the backend (OpenCL kernels are not
+//! `Sync`), hashed in one go, and answered one by one.
 //!
-//! FIXME(verifier issue): this first version hashes each share with the light cache on the
-//! blocking pool; the batching service (OpenCL / rayon over the full DAG) replaces the inside
-//! of `Verifier` without changing its API.
+//! Backends: `opencl` (device-resident DAGs), `cpu` (rayon over DAGs in RAM, light cache while
+//! they build), `cpu-light`; `auto` takes a GPU if any and otherwise the CPU, and falls back to
+//! the CPU without losing the batch in flight if the device fails.
+
+pub(crate) mod backend;
+pub mod cli;
+#[cfg(feature = "opencl")]
+pub mod opencl;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use crate::ethash::{
-    check_share, hashimoto, ChainSpec, LightCache, PowInput, PowOutput, ShareCheck, U256,
-};
+use tokio::sync::oneshot;
+
+use crate::ethash::chain::{HASH_BYTES, MIX_BYTES};
+use crate::ethash::{check_share, ChainSpec, EpochInfo, PowInput, PowOutput, ShareCheck, U256};
+
+pub use self::backend::Resident;
+use self::backend::{Backend, Caches, Cpu, CpuLight};
 
 /// Which backend verifies shares (`--verifier`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
@@ -39,10 +51,23 @@ pub struct VerifierConfig {
     pub max_wait: Duration,
     /// Shares waiting at most; beyond it `check` answers [`VerifyError::Busy`].
     pub queue: usize,
-    /// OpenCL device index (`--opencl-device`).
+    /// OpenCL device index (`--opencl-device`), over all platforms as `dagproxy devices` lists.
     pub opencl_device: Option<usize>,
-    /// DAG directory (None: generate in memory only).
+    /// DAG directory for the CPU backend (None: generate in memory only).
     pub data_dir: Option<std::path::PathBuf>,
+    /// Largest single device buffer for a DAG (None: the device's max allocation). Smaller
+    /// values force the split-buffer path (tests).
+    pub dag_split_bytes: Option<u64>,
+    /// Device memory to plan with (None: the device's global memory). Lower it to see the
+    /// small-card path (one resident DAG, light path for the other epoch).
+    pub device_memory: Option<u64>,
+    /// Override `(cache_size, dataset_size)` of every epoch (tests and benchmarks with small
+    /// custom epochs; multiples of 64 and 128).
+    pub sizes: Option<(u64, u64)>,
+    /// Testing hook: the OpenCL backend reports a device failure on this batch (0-based), to
+    /// exercise the fallback with shares in flight. Never set in production.
+    #[doc(hidden)]
+    pub inject_device_failure_at_batch: Option<u64>,
 }
 
 impl Default for VerifierConfig {
@@ -54,6 +79,10 @@ impl Default for VerifierConfig {
             queue: 65_536,
             opencl_device: None,
             data_dir: None,
+            dag_split_bytes: None,
+            device_memory: None,
+            sizes: None,
+            inject_device_failure_at_batch: None,
         }
     }
 }
@@ -70,64 +99,206 @@ pub enum VerifyError {
     /// The backend failed.
     #[error("verifier backend: {0}")]
     Backend(String),
+    /// The configuration cannot work.
+    #[error("verifier config: {0}")]
+    Config(String),
+}
+
+type Reply = oneshot::Sender<Result<PowOutput, VerifyError>>;
+
+enum Msg {
+    Job {
+        block: u64,
+        input: PowInput,
+        reply: Reply,
+    },
+    Prepare(u64),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// State shared by handles and the worker.
+#[derive(Debug)]
+struct Shared {
+    pending: AtomicUsize,
+    running: AtomicBool,
+    backend: Mutex<String>,
+    resident: Mutex<Vec<Resident>>,
 }
 
 /// Handle to the verifier service; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Verifier {
-    chain: ChainSpec,
-    caches: Arc<Mutex<HashMap<u64, Arc<LightCache>>>>,
+    tx: mpsc::Sender<Msg>,
+    shared: Arc<Shared>,
+    queue: usize,
+}
+
+impl std::fmt::Debug for Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Msg::Job { block, .. } => write!(f, "Job(block {block})"),
+            Msg::Prepare(b) => write!(f, "Prepare({b})"),
+            Msg::Shutdown(_) => f.write_str("Shutdown"),
+        }
+    }
+}
+
+/// Picks and opens the backend.
+fn open_backend(
+    chain: &ChainSpec,
+    config: &VerifierConfig,
+) -> Result<Box<dyn Backend>, VerifyError> {
+    match config.kind {
+        VerifierKind::Cpu => Ok(Box::new(Cpu::new(chain.clone(), config.data_dir.clone()))),
+        VerifierKind::CpuLight => Ok(Box::new(CpuLight::default())),
+        VerifierKind::Opencl => open_opencl(config).map_err(VerifyError::Backend),
+        VerifierKind::Auto => match open_opencl(config) {
+            Ok(b) => {
+                tracing::info!("verifier: {}", b.name());
+                Ok(b)
+            }
+            Err(why) => {
+                tracing::warn!("verifier: no usable OpenCL device ({why}); verifying on the CPU");
+                Ok(Box::new(Cpu::new(chain.clone(), config.data_dir.clone())))
+            }
+        },
+    }
+}
+
+#[cfg(feature = "opencl")]
+fn open_opencl(config: &VerifierConfig) -> Result<Box<dyn Backend>, String> {
+    let b = backend::Opencl::open(
+        config.opencl_device,
+        config.dag_split_bytes,
+        config.device_memory,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(Box::new(b))
+}
+
+#[cfg(not(feature = "opencl"))]
+fn open_opencl(_config: &VerifierConfig) -> Result<Box<dyn Backend>, String> {
+    Err("built without the `opencl` feature".into())
 }
 
 impl Verifier {
-    /// Starts the service for a chain.
-    pub async fn start(chain: ChainSpec, _config: VerifierConfig) -> Result<Self, VerifyError> {
-        Ok(Self {
-            chain,
-            caches: Arc::default(),
-        })
-    }
-
-    /// The backend in use, for logs and metrics.
-    pub fn backend(&self) -> String {
-        "cpu-light".to_string()
-    }
-
-    /// Whether shares can be verified now.
-    pub fn ready(&self) -> bool {
-        true
-    }
-
-    /// Tells the service that templates are at `block`, so it can prepare that epoch (and the
-    /// next) before shares arrive.
-    pub fn prepare(&self, block: u64) {
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || {
-            this.cache_for(block);
-        });
-    }
-
-    fn cache_for(&self, block: u64) -> Arc<LightCache> {
-        let info = self.chain.epoch_info(block);
-        if let Ok(map) = self.caches.lock() {
-            if let Some(c) = map.get(&info.epoch) {
-                return c.clone();
+    /// Starts the service for a chain: opens the backend (an error for `opencl` without a
+    /// device; `auto` falls back to the CPU) on a worker thread.
+    pub async fn start(chain: ChainSpec, config: VerifierConfig) -> Result<Self, VerifyError> {
+        if config.max_batch == 0 || config.queue == 0 {
+            return Err(VerifyError::Config(
+                "max_batch and queue must be at least 1".into(),
+            ));
+        }
+        if let Some((c, d)) = config.sizes {
+            if c == 0 || d == 0 || c % HASH_BYTES != 0 || d % MIX_BYTES != 0 {
+                return Err(VerifyError::Config(format!(
+                    "sizes ({c}, {d}): cache a multiple of 64, dataset of 128"
+                )));
             }
         }
-        let cache = Arc::new(LightCache::new(info));
-        if let Ok(mut map) = self.caches.lock() {
-            map.retain(|&e, _| e + 2 > info.epoch);
-            map.insert(info.epoch, cache.clone());
-        }
-        cache
+        let (tx, rx) = mpsc::channel();
+        let shared = Arc::new(Shared {
+            pending: AtomicUsize::new(0),
+            running: AtomicBool::new(false),
+            backend: Mutex::new(String::new()),
+            resident: Mutex::new(Vec::new()),
+        });
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let worker_shared = shared.clone();
+        let queue = config.queue;
+        std::thread::Builder::new()
+            .name("verifier".into())
+            .spawn(move || {
+                let backend = match open_backend(&chain, &config) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                if let Ok(mut name) = worker_shared.backend.lock() {
+                    *name = backend.name();
+                }
+                worker_shared.running.store(true, Ordering::SeqCst);
+                let _ = ready_tx.send(Ok(()));
+                Worker {
+                    chain,
+                    config,
+                    backend,
+                    caches: Caches::default(),
+                    infos: HashMap::new(),
+                    prepared: None,
+                    shared: worker_shared,
+                    batches: 0,
+                }
+                .run(rx);
+            })
+            .map_err(|e| VerifyError::Backend(format!("worker thread: {e}")))?;
+        ready_rx.await.map_err(|_| VerifyError::Stopped)??;
+        Ok(Self { tx, shared, queue })
     }
 
-    /// Hashimoto of one input at `block`'s epoch.
+    /// The backend in use, for logs and metrics (changes if `auto` fell back to the CPU).
+    pub fn backend(&self) -> String {
+        self.shared
+            .backend
+            .lock()
+            .map(|n| n.clone())
+            .unwrap_or_default()
+    }
+
+    /// Whether shares can be verified now (the service runs; epochs without a ready DAG are
+    /// verified on the light path).
+    pub fn ready(&self) -> bool {
+        self.shared.running.load(Ordering::SeqCst)
+    }
+
+    /// Epochs the backend holds and how (full, building, light).
+    pub fn resident(&self) -> Vec<Resident> {
+        self.shared
+            .resident
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
+    }
+
+    /// Shares queued or being hashed.
+    pub fn pending(&self) -> usize {
+        self.shared.pending.load(Ordering::SeqCst)
+    }
+
+    /// Tells the service that templates are at `block`, so it makes that epoch and the next
+    /// resident before shares arrive (the next DAG is built ahead of the boundary).
+    pub fn prepare(&self, block: u64) {
+        let _ = self.tx.send(Msg::Prepare(block));
+    }
+
+    /// Hashimoto of one input at `block`'s epoch, batched with other shares.
     pub async fn hash(&self, block: u64, input: PowInput) -> Result<PowOutput, VerifyError> {
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || hashimoto(&*this.cache_for(block), &input))
-            .await
-            .map_err(|e| VerifyError::Backend(e.to_string()))
+        if !self.ready() {
+            return Err(VerifyError::Stopped);
+        }
+        // Reserve a queue place first, so the bound holds under concurrency.
+        let before = self.shared.pending.fetch_add(1, Ordering::SeqCst);
+        if before >= self.queue {
+            self.shared.pending.fetch_sub(1, Ordering::SeqCst);
+            return Err(VerifyError::Busy);
+        }
+        let (reply, rx) = oneshot::channel();
+        if self
+            .tx
+            .send(Msg::Job {
+                block,
+                input,
+                reply,
+            })
+            .is_err()
+        {
+            self.shared.pending.fetch_sub(1, Ordering::SeqCst);
+            return Err(VerifyError::Stopped);
+        }
+        rx.await.map_err(|_| VerifyError::Stopped)?
     }
 
     /// Checks a share: one hashimoto, then mix and both targets.
@@ -143,6 +314,226 @@ impl Verifier {
         Ok(check_share(&out, &mix, share_target, block_target))
     }
 
-    /// Stops taking shares and finishes those in flight.
-    pub async fn shutdown(&self) {}
+    /// Stops taking shares and finishes those in flight; later calls answer `Stopped`.
+    pub async fn shutdown(&self) {
+        self.shared.running.store(false, Ordering::SeqCst);
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Shutdown(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+struct Job {
+    info: EpochInfo,
+    input: PowInput,
+    reply: Reply,
+}
+
+/// The thread that owns the backend.
+struct Worker {
+    chain: ChainSpec,
+    config: VerifierConfig,
+    backend: Box<dyn Backend>,
+    caches: Caches,
+    infos: HashMap<(u64, u64), EpochInfo>,
+    prepared: Option<u64>,
+    shared: Arc<Shared>,
+    batches: u64,
+}
+
+impl Worker {
+    fn info(&mut self, block: u64) -> EpochInfo {
+        let len = self.chain.epoch_length_at(block);
+        let key = (len, block / len);
+        if let Some(i) = self.infos.get(&key) {
+            return *i;
+        }
+        let mut info = self.chain.epoch_info(block);
+        if let Some((c, d)) = self.config.sizes {
+            info.cache_size = c;
+            info.dataset_size = d;
+        }
+        if self.infos.len() > 64 {
+            self.infos.clear();
+        }
+        self.infos.insert(key, info);
+        info
+    }
+
+    fn prepare(&mut self, block: u64) {
+        self.prepared = Some(block);
+        let current = self.info(block);
+        let len = self.chain.epoch_length_at(block);
+        let next_start = (block / len + 1) * len;
+        let next = self.info(next_start);
+        let want = [current, next];
+        for info in &want {
+            self.caches.prefetch(info);
+        }
+        self.backend.prepare(&want, &mut self.caches);
+        self.publish();
+    }
+
+    fn publish(&self) {
+        if let Ok(mut r) = self.shared.resident.lock() {
+            *r = self.backend.resident();
+        }
+    }
+
+    fn run(mut self, rx: mpsc::Receiver<Msg>) {
+        let mut background = false;
+        let mut stop: Option<oneshot::Sender<()>> = None;
+        while stop.is_none() {
+            // Idle: block for work, or advance background DAG generation between batches.
+            let idle = if background {
+                Duration::from_micros(200)
+            } else {
+                Duration::from_millis(200)
+            };
+            let first = match rx.recv_timeout(idle) {
+                Ok(m) => m,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    background = self.step();
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            let mut batch = Vec::new();
+            let mut deadline = None;
+            let mut next = Some(first);
+            loop {
+                match next.take() {
+                    Some(Msg::Job {
+                        block,
+                        input,
+                        reply,
+                    }) => {
+                        if self.prepared.is_none() {
+                            self.prepare(block);
+                            background = true;
+                        }
+                        let info = self.info(block);
+                        batch.push(Job { info, input, reply });
+                        deadline.get_or_insert_with(|| Instant::now() + self.config.max_wait);
+                    }
+                    Some(Msg::Prepare(block)) => {
+                        self.prepare(block);
+                        background = true;
+                    }
+                    Some(Msg::Shutdown(done)) => {
+                        stop = Some(done);
+                        // Take every job already queued, then finish.
+                        while let Ok(m) = rx.try_recv() {
+                            if let Msg::Job {
+                                block,
+                                input,
+                                reply,
+                            } = m
+                            {
+                                let info = self.info(block);
+                                batch.push(Job { info, input, reply });
+                            }
+                        }
+                        break;
+                    }
+                    None => {}
+                }
+                if batch.len() >= self.config.max_batch {
+                    break;
+                }
+                let Some(d) = deadline else {
+                    // Only control messages so far: back to idle.
+                    break;
+                };
+                let now = Instant::now();
+                if now >= d {
+                    break;
+                }
+                match rx.recv_timeout(d - now) {
+                    Ok(m) => next = Some(m),
+                    Err(_) => break,
+                }
+            }
+            // Shutdown drains can exceed max_batch; keep launches to the configured size.
+            while !batch.is_empty() {
+                let rest = batch.split_off(batch.len().min(self.config.max_batch));
+                self.process(batch);
+                batch = rest;
+            }
+            // Under steady load the queue never idles: interleave DAG generation with batches.
+            if background {
+                background = self.step();
+            }
+        }
+        self.shared.running.store(false, Ordering::SeqCst);
+        if let Some(done) = stop {
+            let _ = done.send(());
+        }
+    }
+
+    fn step(&mut self) -> bool {
+        match self.backend.step(&mut self.caches) {
+            Ok(more) => {
+                self.publish();
+                more
+            }
+            Err(e) => {
+                self.fail(&e);
+                false
+            }
+        }
+    }
+
+    /// A device failure: `auto` moves to the CPU; an explicit backend keeps answering errors.
+    fn fail(&mut self, e: &VerifyError) -> bool {
+        if self.config.kind != VerifierKind::Auto || !self.backend.name().starts_with("opencl") {
+            tracing::error!("verifier backend {}: {e}", self.backend.name());
+            return false;
+        }
+        tracing::error!(
+            "verifier backend {} failed: {e}; falling back to the CPU",
+            self.backend.name()
+        );
+        self.backend = Box::new(Cpu::new(self.chain.clone(), self.config.data_dir.clone()));
+        if let Ok(mut name) = self.shared.backend.lock() {
+            *name = self.backend.name();
+        }
+        if let Some(b) = self.prepared {
+            self.prepare(b);
+        }
+        true
+    }
+
+    fn process(&mut self, batch: Vec<Job>) {
+        let jobs: Vec<(EpochInfo, PowInput)> = batch.iter().map(|j| (j.info, j.input)).collect();
+        let inject = self.config.inject_device_failure_at_batch == Some(self.batches)
+            && self.backend.name().starts_with("opencl");
+        self.batches += 1;
+        let mut result = if inject {
+            Err(VerifyError::Backend("injected device failure".into()))
+        } else {
+            self.backend.hash(&jobs, &mut self.caches)
+        };
+        if let Err(e) = &result {
+            // The batch is still here: redo it on the fallback, losing no share.
+            if self.fail(e) {
+                result = self.backend.hash(&jobs, &mut self.caches);
+            }
+        }
+        // Free the queue places before answering, so an answered caller sees room.
+        self.shared.pending.fetch_sub(batch.len(), Ordering::SeqCst);
+        match result {
+            Ok(outs) => {
+                for (job, out) in batch.into_iter().zip(outs) {
+                    let _ = job.reply.send(Ok(out));
+                }
+            }
+            Err(e) => {
+                for job in batch {
+                    let _ = job.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
 }
