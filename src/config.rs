@@ -183,6 +183,8 @@ pub struct ProxySection {
     pub max_fails: u64,
     /// Stratum front end.
     pub stratum: StratumSection,
+    /// Banning, connection limits and black/whitelists (open-ethereum-pool `policy`).
+    pub policy: PolicySection,
 }
 
 impl Default for ProxySection {
@@ -200,6 +202,7 @@ impl Default for ProxySection {
             health_check: true,
             max_fails: 100,
             stratum: StratumSection::default(),
+            policy: PolicySection::default(),
         }
     }
 }
@@ -228,6 +231,90 @@ impl Default for StratumSection {
             timeout: Dur(Duration::from_secs(120)),
             max_conn: 8192,
             max_line_length: 1024,
+        }
+    }
+}
+
+/// The policy server (open-ethereum-pool's `policy` section).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct PolicySection {
+    /// Concurrent `ipset` commands at most.
+    pub workers: usize,
+    /// Counters of an IP quiet this long are forgotten.
+    pub reset_interval: Dur,
+    /// How often the Redis black/whitelists are reloaded.
+    pub refresh_interval: Dur,
+    /// Banning.
+    pub banning: BanningSection,
+    /// Connection limits.
+    pub limits: LimitsSection,
+}
+
+impl Default for PolicySection {
+    fn default() -> Self {
+        Self {
+            workers: 8,
+            reset_interval: Dur(Duration::from_secs(3600)),
+            refresh_interval: Dur(Duration::from_secs(60)),
+            banning: BanningSection::default(),
+            limits: LimitsSection::default(),
+        }
+    }
+}
+
+/// `policy.banning`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct BanningSection {
+    /// Ban at all.
+    pub enabled: bool,
+    /// ipset set name to add banned IPs to (`ipset add NAME IP timeout T -!`); empty: none.
+    pub ipset: String,
+    /// Ban length in seconds.
+    pub timeout: u64,
+    /// Ban when invalid/valid shares reaches this percentage.
+    pub invalid_percent: f64,
+    /// Shares per ratio check.
+    pub check_threshold: u32,
+    /// Malformed requests before a ban.
+    pub malformed_limit: u32,
+}
+
+impl Default for BanningSection {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            ipset: String::new(),
+            timeout: 1800,
+            invalid_percent: 30.0,
+            check_threshold: 30,
+            malformed_limit: 5,
+        }
+    }
+}
+
+/// `policy.limits`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct LimitsSection {
+    /// Limit connections at all.
+    pub enabled: bool,
+    /// Connections per IP per reset interval.
+    pub limit: i64,
+    /// No limit for this long after start.
+    pub grace: Dur,
+    /// Connections earned per valid share.
+    pub limit_jump: i64,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            limit: 30,
+            grace: Dur(Duration::from_secs(300)),
+            limit_jump: 10,
         }
     }
 }
@@ -476,6 +563,36 @@ impl Config {
         )?;
         positive("proxy.hashrateExpiration", self.proxy.hashrate_expiration)?;
         positive("proxy.stratum.timeout", self.proxy.stratum.timeout)?;
+        let policy = &self.proxy.policy;
+        positive("proxy.policy.resetInterval", policy.reset_interval)?;
+        positive("proxy.policy.refreshInterval", policy.refresh_interval)?;
+        if policy.workers == 0 {
+            return Err(invalid("proxy.policy.workers", "must be at least 1".into()));
+        }
+        if policy.banning.timeout == 0 {
+            return Err(invalid(
+                "proxy.policy.banning.timeout",
+                "must be at least 1 second".into(),
+            ));
+        }
+        if !(policy.banning.invalid_percent > 0.0 && policy.banning.invalid_percent.is_finite()) {
+            return Err(invalid(
+                "proxy.policy.banning.invalidPercent",
+                "must be a positive number".into(),
+            ));
+        }
+        if policy.banning.check_threshold == 0 || policy.banning.malformed_limit == 0 {
+            return Err(invalid(
+                "proxy.policy.banning.checkThreshold",
+                "checkThreshold and malformedLimit must be at least 1".into(),
+            ));
+        }
+        if policy.limits.limit < 0 || policy.limits.limit_jump < 0 {
+            return Err(invalid(
+                "proxy.policy.limits.limit",
+                "limit and limitJump must not be negative".into(),
+            ));
+        }
         if self.proxy.difficulty == 0 {
             return Err(invalid("proxy.difficulty", "must be at least 1".into()));
         }

@@ -21,6 +21,7 @@ pub mod hexutil;
 pub mod http;
 pub mod miner;
 pub mod pipeline;
+pub mod policy;
 pub mod proxy;
 pub mod shutdown;
 pub mod storage;
