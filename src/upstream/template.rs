@@ -88,8 +88,16 @@ impl BlockTemplate {
                 want: to_hex(&want),
             });
         }
-        let difficulty =
-            difficulty_from_target(work.target).map_err(|_| TemplateError::ZeroTarget)?;
+        if work.target.is_zero() {
+            return Err(TemplateError::ZeroTarget);
+        }
+        // The node's own 256-bit difficulty when the pending block is this height's; else the
+        // one the boundary stands for (as open-ethereum-pool computes it).
+        let difficulty = if pending.number == height {
+            pending.difficulty
+        } else {
+            difficulty_from_target(work.target).map_err(|_| TemplateError::ZeroTarget)?
+        };
         let mut headers: HashMap<[u8; 32], HeaderInfo> = prev
             .map(|p| {
                 p.headers
@@ -171,6 +179,35 @@ mod tests {
         assert!(t.lookup(&[1; 32]).is_none() && t.lookup(&[2; 32]).is_none());
         assert_eq!(t.lookup(&[3; 32]).map(|h| h.height), Some(11));
         assert_eq!(t.header_hex, to_hex(&[5; 32]));
+    }
+
+    #[test]
+    fn header_difficulty_is_the_nodes_when_heights_agree() {
+        let chain = ChainSpec::test();
+        let big = U256::from(1u8) << 200;
+        let p = PendingBlock {
+            number: 7,
+            difficulty: big,
+        };
+        let mut w = work(&chain, 1, 7);
+        w.target = target_from_difficulty(big).expect("nonzero");
+        let t = BlockTemplate::next(&chain, None, &w, &p)
+            .expect("valid")
+            .expect("new");
+        assert_eq!(t.lookup(&[1; 32]).map(|h| h.difficulty), Some(big));
+        // A pending block of another height: the boundary's difficulty.
+        let t = BlockTemplate::next(&chain, None, &work(&chain, 2, 8), &p)
+            .expect("valid")
+            .expect("new");
+        assert_eq!(
+            t.lookup(&[2; 32]).map(|h| h.difficulty),
+            Some(U256::from(1000u32))
+        );
+        w.target = U256::ZERO;
+        assert_eq!(
+            BlockTemplate::next(&chain, None, &w, &p).expect_err("zero"),
+            TemplateError::ZeroTarget
+        );
     }
 
     #[test]
