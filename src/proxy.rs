@@ -2,9 +2,8 @@
 //! ends together, runs the periodic node-state and blacklist tasks, and shuts down in order
 //! (stop accepting, finish in-flight shares, flush them to Redis, exit).
 
-use std::collections::HashSet;
 use std::process::ExitCode;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -15,6 +14,7 @@ use crate::config::{Checked, Config, ProxyArgs};
 use crate::ethash::target::target_hex;
 use crate::http::HttpSettings;
 use crate::pipeline::{Pipeline, ShareWriter};
+use crate::policy::Policy;
 use crate::storage::{RedisStore, StorageError};
 use crate::stratum::message::{ErrorReply, WORK_NOT_READY};
 use crate::stratum::StratumSettings;
@@ -25,8 +25,6 @@ use crate::verify::{Verifier, VerifyError};
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often share counts are logged.
 const STATS_LOG: Duration = Duration::from_secs(60);
-/// How often the Redis blacklist is reloaded (open-ethereum-pool policy refreshInterval).
-const BLACKLIST_REFRESH: Duration = Duration::from_secs(60);
 
 /// Errors that stop the proxy from starting.
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +59,8 @@ pub struct Context {
     pub stratum: StratumSettings,
     /// HTTP limits.
     pub http: HttpSettings,
-    blacklist: RwLock<HashSet<String>>,
+    /// Bans, connection limits, black/whitelists.
+    pub policy: Arc<Policy>,
     share_target_hex: String,
 }
 
@@ -72,6 +71,7 @@ impl Context {
         pipeline: Pipeline,
         stratum: StratumSettings,
         http: HttpSettings,
+        policy: Arc<Policy>,
     ) -> Self {
         let share_target_hex = target_hex(pipeline.share_target());
         Self {
@@ -79,7 +79,7 @@ impl Context {
             pipeline,
             stratum,
             http,
-            blacklist: RwLock::default(),
+            policy,
             share_target_hex,
         }
     }
@@ -108,17 +108,7 @@ impl Context {
 
     /// Whether a login is in the Redis blacklist (as last loaded).
     pub fn is_blacklisted(&self, login: &str) -> bool {
-        self.blacklist
-            .read()
-            .map(|b| b.contains(login))
-            .unwrap_or(false)
-    }
-
-    /// Replaces the blacklist.
-    pub fn set_blacklist(&self, logins: Vec<String>) {
-        if let Ok(mut b) = self.blacklist.write() {
-            *b = logins.into_iter().map(|l| l.to_ascii_lowercase()).collect();
-        }
+        self.policy.is_blacklisted(login)
     }
 }
 
@@ -195,6 +185,7 @@ pub async fn run(
         pipeline,
         stratum_settings(&config),
         http_settings(&config),
+        Arc::new(Policy::new(&config.proxy.policy)),
     ));
 
     // Background tasks stop only after the front ends have drained, so block submissions and
@@ -209,12 +200,9 @@ pub async fn run(
         config.proxy.state_update_interval.0,
         background.clone(),
     ));
-    // Loaded once before the front ends open, then refreshed in the background.
-    match store.blacklist().await {
-        Ok(list) => ctx.set_blacklist(list),
-        Err(e) => tracing::warn!("blacklist not loaded: {e}"),
-    }
-    tasks.spawn(blacklist(ctx.clone(), store, background.clone()));
+    // Black/whitelists loaded once before the front ends open, then refreshed in the background.
+    ctx.policy.refresh(&store).await;
+    tasks.spawn(ctx.policy.clone().run(store, background.clone()));
     tasks.spawn(stats_log(ctx.clone(), background.clone()));
 
     let mut front = tokio::task::JoinSet::new();
@@ -317,22 +305,6 @@ async fn stats_log(ctx: Arc<Context>, stop: CancellationToken) {
             let line: Vec<String> = now.iter().map(|(k, v)| format!("{k}={v}")).collect();
             tracing::info!("shares since start: {}", line.join(" "));
             last = now;
-        }
-    }
-}
-
-/// Reloads the login blacklist from Redis.
-async fn blacklist(ctx: Arc<Context>, store: RedisStore, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(BLACKLIST_REFRESH);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        match store.blacklist().await {
-            Ok(list) => ctx.set_blacklist(list),
-            Err(e) => tracing::warn!("blacklist not reloaded: {e}"),
         }
     }
 }

@@ -62,6 +62,10 @@ pub async fn run(listener: TcpListener, ctx: Arc<Context>, shutdown: Cancellatio
                 continue;
             }
         };
+        if !ctx.policy.on_connect(&peer.ip().to_string()) {
+            tracing::debug!(%peer, "refused by policy");
+            continue;
+        }
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             tracing::warn!(%peer, max = settings.max_connections, "connection limit reached, closing");
             continue;
@@ -108,7 +112,8 @@ async fn serve(
         stream,
         LinesCodec::new_with_max_length(settings.max_line_length),
     );
-    let mut session = Session::default();
+    let ip = peer.ip().to_string();
+    let mut session = Session::new(ip.clone());
     let mut jobs = ctx.upstreams.subscribe();
     jobs.mark_unchanged();
     let idle = tokio::time::sleep(settings.idle_timeout);
@@ -144,11 +149,13 @@ async fn serve(
             None => break,
             Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
                 tracing::debug!(%peer, "line too long");
+                ctx.policy.on_malformed(&ip);
                 after_error = true;
                 Response::err(serde_json::Value::Null, REQUEST_TOO_LARGE)
             }
             // LinesCodec consumed the line before finding it is not UTF-8.
             Some(Err(LinesCodecError::Io(e))) if e.kind() == std::io::ErrorKind::InvalidData => {
+                ctx.policy.on_malformed(&ip);
                 after_error = true;
                 Response::err(serde_json::Value::Null, MALFORMED_REQUEST)
             }
@@ -159,13 +166,20 @@ async fn serve(
                 }
                 match Request::parse(&line) {
                     Ok(req) => session.handle(ctx, req).await,
-                    Err((id, e)) => Response::err(id, e),
+                    Err((id, e)) => {
+                        ctx.policy.on_malformed(&ip);
+                        Response::err(id, e)
+                    }
                 }
             }
         };
         idle.as_mut()
             .reset(tokio::time::Instant::now() + settings.idle_timeout);
         send(&mut conn, reply, settings.idle_timeout).await?;
+        if ctx.policy.is_banned(&ip) {
+            tracing::debug!(%peer, "banned, closing");
+            break;
+        }
     }
     Ok(())
 }

@@ -3,19 +3,30 @@
 
 use serde_json::Value;
 
-use super::message::{Request, Response, BLACKLISTED, METHOD_NOT_FOUND, NOT_SUBSCRIBED};
+use super::message::{
+    Request, Response, BLACKLISTED, INVALID_PARAMS, METHOD_NOT_FOUND, NOT_SUBSCRIBED,
+};
 use super::method::{is_worker, Method, DEFAULT_WORKER};
 use crate::proxy::Context;
 
 /// Per-connection state.
 #[derive(Clone, Debug, Default)]
 pub struct Session {
+    ip: String,
     login: Option<String>,
     worker: String,
     last_job: Option<[u8; 32]>,
 }
 
 impl Session {
+    /// A session for a miner at `ip` (the policy's key).
+    pub fn new(ip: String) -> Self {
+        Self {
+            ip,
+            ..Self::default()
+        }
+    }
+
     /// The login, once `eth_submitLogin` succeeded.
     pub fn login(&self) -> Option<&str> {
         self.login.as_deref()
@@ -25,11 +36,16 @@ impl Session {
     pub async fn handle(&mut self, ctx: &Context, req: Request) -> Response {
         let method = match Method::parse(&req) {
             Ok(m) => m,
-            Err(e) => return Response::err(req.id, e),
+            Err(e) => {
+                if e == INVALID_PARAMS {
+                    ctx.policy.on_malformed(&self.ip);
+                }
+                return Response::err(req.id, e);
+            }
         };
         let result = match method {
             Method::SubmitLogin { login, worker } => {
-                if ctx.is_blacklisted(&login) {
+                if !ctx.policy.on_login(&login, &self.ip) {
                     Err(BLACKLISTED)
                 } else {
                     self.worker = worker
@@ -53,14 +69,15 @@ impl Session {
                         .as_deref()
                         .filter(|w| is_worker(w))
                         .unwrap_or(&self.worker);
-                    ctx.pipeline
-                        .submit_params(login, worker, &params)
-                        .await
-                        .reply()
+                    let verdict = ctx.pipeline.submit_params(login, worker, &params).await;
+                    ctx.policy.share_reply(&self.ip, verdict)
                 }
             },
             Method::SubmitHashrate => Ok(Value::Bool(true)),
-            Method::Unknown(_) => Err(METHOD_NOT_FOUND),
+            Method::Unknown(_) => {
+                ctx.policy.on_malformed(&self.ip);
+                Err(METHOD_NOT_FOUND)
+            }
         };
         Response::from_result(req.id, result)
     }
