@@ -27,4 +27,5 @@ pub mod shutdown;
 pub mod storage;
 pub mod stratum;
 pub mod upstream;
+pub mod vardiff;
 pub mod verify;
