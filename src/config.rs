@@ -221,6 +221,8 @@ pub struct StratumSection {
     pub max_conn: usize,
     /// Longest request line in bytes; longer lines get an error reply and are skipped.
     pub max_line_length: usize,
+    /// Per-session variable difficulty (off by default).
+    pub vardiff: VardiffSection,
 }
 
 impl Default for StratumSection {
@@ -231,6 +233,35 @@ impl Default for StratumSection {
             timeout: Dur(Duration::from_secs(120)),
             max_conn: 8192,
             max_line_length: 1024,
+            vardiff: VardiffSection::default(),
+        }
+    }
+}
+
+/// `proxy.stratum.vardiff`: per-session difficulty, starting at `proxy.difficulty`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct VardiffSection {
+    /// Retarget each session's difficulty.
+    pub enabled: bool,
+    /// Wanted time between one session's shares.
+    pub target_time: Dur,
+    /// Shortest time between two retargets.
+    pub retarget_time: Dur,
+    /// Lowest difficulty.
+    pub min_diff: u64,
+    /// Highest difficulty.
+    pub max_diff: u64,
+}
+
+impl Default for VardiffSection {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            target_time: Dur(Duration::from_secs(10)),
+            retarget_time: Dur(Duration::from_secs(60)),
+            min_diff: 100_000_000,
+            max_diff: 1_000_000_000_000_000,
         }
     }
 }
@@ -563,6 +594,17 @@ impl Config {
         )?;
         positive("proxy.hashrateExpiration", self.proxy.hashrate_expiration)?;
         positive("proxy.stratum.timeout", self.proxy.stratum.timeout)?;
+        let vd = &self.proxy.stratum.vardiff;
+        if vd.enabled {
+            positive("proxy.stratum.vardiff.targetTime", vd.target_time)?;
+            positive("proxy.stratum.vardiff.retargetTime", vd.retarget_time)?;
+            if vd.min_diff == 0 || vd.min_diff > vd.max_diff {
+                return Err(invalid(
+                    "proxy.stratum.vardiff.minDiff",
+                    "must be at least 1 and at most maxDiff".into(),
+                ));
+            }
+        }
         let policy = &self.proxy.policy;
         positive("proxy.policy.resetInterval", policy.reset_interval)?;
         positive("proxy.policy.refreshInterval", policy.refresh_interval)?;

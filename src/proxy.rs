@@ -255,6 +255,7 @@ fn stratum_settings(c: &Config) -> StratumSettings {
         idle_timeout: c.proxy.stratum.timeout.0,
         max_connections: c.proxy.stratum.max_conn,
         max_line_length: c.proxy.stratum.max_line_length,
+        vardiff: crate::vardiff::from_config(&c.proxy.stratum.vardiff),
     }
 }
 

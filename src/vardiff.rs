@@ -7,6 +7,22 @@
 
 use std::time::Duration;
 
+use crate::config::VardiffSection;
+
+/// Measured rates within this fraction of the target leave the difficulty alone.
+pub const TOLERANCE: f64 = 0.25;
+
+/// The settings of an enabled `proxy.stratum.vardiff` section.
+pub fn from_config(c: &VardiffSection) -> Option<VardiffConfig> {
+    c.enabled.then_some(VardiffConfig {
+        target_time: c.target_time.0,
+        retarget_time: c.retarget_time.0,
+        min: c.min_diff,
+        max: c.max_diff,
+        tolerance: TOLERANCE,
+    })
+}
+
 /// Vardiff settings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct VardiffConfig {
@@ -79,9 +95,85 @@ impl Vardiff {
     }
 }
 
+/// Jobs (headers) whose difficulty a session remembers: more than the stale window.
+const ISSUED: usize = 8;
+
+/// A session's difficulty per issued header: a header keeps the difficulty it was first
+/// issued at; only a header not seen before picks up a retarget.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SessionDiff {
+    vardiff: Vardiff,
+    issued: std::collections::VecDeque<([u8; 32], u64)>,
+}
+
+impl SessionDiff {
+    /// Starts at `initial` at `now`.
+    pub fn new(config: VardiffConfig, initial: u64, now: Duration) -> Self {
+        Self {
+            vardiff: Vardiff::new(config, initial, now),
+            issued: std::collections::VecDeque::with_capacity(ISSUED),
+        }
+    }
+
+    /// The difficulty to issue `header` at `now` with.
+    pub fn issue(&mut self, header: [u8; 32], now: Duration) -> u64 {
+        if let Some(d) = self.issued_at(&header) {
+            return d;
+        }
+        if let Some(d) = self.vardiff.retarget(now) {
+            tracing::debug!(difficulty = d, "vardiff retarget");
+        }
+        let d = self.vardiff.difficulty();
+        if self.issued.len() == ISSUED {
+            self.issued.pop_front();
+        }
+        self.issued.push_back((header, d));
+        d
+    }
+
+    /// The difficulty a share for `header` is checked and credited at: the one it was issued
+    /// at, or the current one for a header this session was not given.
+    pub fn for_share(&self, header: &[u8; 32]) -> u64 {
+        self.issued_at(header)
+            .unwrap_or_else(|| self.vardiff.difficulty())
+    }
+
+    /// Counts a valid share.
+    pub fn record_share(&mut self) {
+        self.vardiff.record_share();
+    }
+
+    fn issued_at(&self, header: &[u8; 32]) -> Option<u64> {
+        self.issued
+            .iter()
+            .find(|(h, _)| h == header)
+            .map(|(_, d)| *d)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_header_keeps_the_difficulty_it_was_issued_at() {
+        let mut c = config();
+        c.retarget_time = Duration::from_secs(1);
+        let mut s = SessionDiff::new(c, 4_000, Duration::ZERO);
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        assert_eq!(s.issue(a, Duration::ZERO), 4_000);
+        (0..50).for_each(|_| s.record_share());
+        // Same header again after the window: unchanged.
+        assert_eq!(s.issue(a, Duration::from_secs(5)), 4_000);
+        // A new header picks up the retarget.
+        assert_eq!(s.issue(b, Duration::from_secs(5)), 8_000);
+        assert_eq!((s.for_share(&a), s.for_share(&b)), (4_000, 8_000));
+        assert_eq!(s.for_share(&[3u8; 32]), 8_000);
+        for i in 0..20u8 {
+            s.issue([10 + i; 32], Duration::from_secs(5));
+        }
+        assert_eq!(s.issued.len(), ISSUED);
+    }
 
     fn config() -> VardiffConfig {
         VardiffConfig {

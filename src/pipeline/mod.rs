@@ -113,8 +113,21 @@ impl Pipeline {
 
     /// Processes `eth_submitWork` params from `login`/`worker`: checks them, then the share.
     pub async fn submit_params(&self, login: &str, worker: &str, params: &Value) -> Verdict {
+        self.submit_params_at(login, worker, params, self.difficulty)
+            .await
+    }
+
+    /// As [`Pipeline::submit_params`], for a share issued at `difficulty` (vardiff): checked
+    /// against its target and credited at it.
+    pub async fn submit_params_at(
+        &self,
+        login: &str,
+        worker: &str,
+        params: &Value,
+        difficulty: u64,
+    ) -> Verdict {
         let verdict = match Submit::from_params(params) {
-            Ok(share) => self.submit(login, worker, &share).await,
+            Ok(share) => self.submit_at(login, worker, &share, difficulty).await,
             Err(v) => v,
         };
         self.counters.record(verdict);
@@ -127,6 +140,22 @@ impl Pipeline {
     /// Processes one well-formed share from `login`/`worker` (not counted; see
     /// [`Pipeline::submit_params`]).
     pub async fn submit(&self, login: &str, worker: &str, s: &Submit) -> Verdict {
+        self.submit_at(login, worker, s, self.difficulty).await
+    }
+
+    /// Processes one well-formed share issued at `difficulty` (not counted).
+    pub async fn submit_at(
+        &self,
+        login: &str,
+        worker: &str,
+        s: &Submit,
+        difficulty: u64,
+    ) -> Verdict {
+        let share_target = if difficulty == self.difficulty {
+            self.share_target
+        } else {
+            share_target(difficulty)
+        };
         let Some(header) = self.upstreams.template().and_then(|t| t.lookup(&s.header)) else {
             return Verdict::Stale;
         };
@@ -136,13 +165,7 @@ impl Pipeline {
         };
         let check = self
             .verifier
-            .check(
-                header.height,
-                input,
-                s.mix,
-                self.share_target,
-                header.target,
-            )
+            .check(header.height, input, s.mix, share_target, header.target)
             .await;
         let record = ShareRecord {
             login: login.to_string(),
@@ -150,7 +173,7 @@ impl Pipeline {
             nonce: s.params[0].clone(),
             pow_hash: s.params[1].clone(),
             mix_digest: s.params[2].clone(),
-            difficulty: self.difficulty,
+            difficulty,
             height: header.height,
         };
         match check {
@@ -162,7 +185,7 @@ impl Pipeline {
             Ok(ShareCheck::MixMismatch) => Verdict::MixMismatch,
             Ok(ShareCheck::LowDifficulty) => Verdict::LowDifficulty,
             Ok(ShareCheck::Share) => self.store_share(record).await,
-            Ok(ShareCheck::Block) => self.block(record, header).await,
+            Ok(ShareCheck::Block) => self.block(record, header, share_target).await,
         }
     }
 
@@ -180,7 +203,7 @@ impl Pipeline {
         }
     }
 
-    async fn block(&self, record: ShareRecord, header: HeaderInfo) -> Verdict {
+    async fn block(&self, record: ShareRecord, header: HeaderInfo, share_target: U256) -> Verdict {
         // A resubmitted solution must neither reach the node again nor count twice. If Redis
         // cannot say, the node still gets the block: losing a block costs more.
         match self.store.pow_exists(&record).await {
@@ -216,7 +239,7 @@ impl Pipeline {
                     }
                 }
                 // Still valid work when it meets the share target (the usual case).
-                if header.target <= self.share_target {
+                if header.target <= share_target {
                     self.store_share(record).await
                 } else {
                     Verdict::LowDifficulty

@@ -34,6 +34,8 @@ pub struct StratumSettings {
     pub max_connections: usize,
     /// Longest accepted line in bytes.
     pub max_line_length: usize,
+    /// Per-session variable difficulty, if enabled.
+    pub vardiff: Option<crate::vardiff::VardiffConfig>,
 }
 
 /// Serves Stratum on `listener` until `shutdown`, then waits for every connection to finish
@@ -113,7 +115,7 @@ async fn serve(
         LinesCodec::new_with_max_length(settings.max_line_length),
     );
     let ip = peer.ip().to_string();
-    let mut session = Session::new(ip.clone());
+    let mut session = Session::new(ip.clone(), ctx);
     let mut jobs = ctx.upstreams.subscribe();
     jobs.mark_unchanged();
     let idle = tokio::time::sleep(settings.idle_timeout);
