@@ -4,6 +4,7 @@
 
 pub mod message;
 pub mod method;
+pub mod nicehash;
 pub mod session;
 
 use std::net::SocketAddr;
