@@ -117,6 +117,17 @@ pub struct Config {
     pub redis: RedisSection,
     /// Share verification backend.
     pub verifier: VerifierSection,
+    /// EthereumStratum/1.0.0 (NiceHash) front end on its own port.
+    #[serde(rename = "stratum_nicehash")]
+    pub stratum_nicehash: NiceHashSection,
+}
+
+/// `[stratum_nicehash]`: the EthereumStratum/1.0.0 port (same limits as `proxy.stratum`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct NiceHashSection {
+    /// Listen address; empty (the default) or "off": not served.
+    pub listen: String,
 }
 
 impl Default for Config {
@@ -129,6 +140,7 @@ impl Default for Config {
             proxy: ProxySection::default(),
             redis: RedisSection::default(),
             verifier: VerifierSection::default(),
+            stratum_nicehash: NiceHashSection::default(),
         }
     }
 }
@@ -433,6 +445,9 @@ pub struct ProxyArgs {
     /// HTTP getwork listen address ("off" disables).
     #[arg(long)]
     pub http: Option<String>,
+    /// EthereumStratum/1.0.0 (NiceHash) listen address ("off" disables).
+    #[arg(long)]
+    pub stratum_nicehash: Option<String>,
     /// Redis URL.
     #[arg(long)]
     pub redis: Option<String>,
@@ -461,6 +476,8 @@ pub struct Checked {
     pub stratum_addr: Option<SocketAddr>,
     /// HTTP listen address, if enabled.
     pub http_addr: Option<SocketAddr>,
+    /// EthereumStratum/1.0.0 listen address, if enabled.
+    pub nicehash_addr: Option<SocketAddr>,
 }
 
 impl Config {
@@ -516,6 +533,9 @@ impl Config {
         if let Some(v) = &a.http {
             self.proxy.enabled = v != "off";
             self.proxy.listen.clone_from(v);
+        }
+        if let Some(v) = &a.stratum_nicehash {
+            self.stratum_nicehash.listen.clone_from(v);
         }
         if let Some(v) = &a.redis {
             self.redis.url.clone_from(v);
@@ -685,11 +705,18 @@ impl Config {
             &self.proxy.stratum.listen,
         )?;
         let http_addr = addr("proxy.listen", self.proxy.enabled, &self.proxy.listen)?;
+        let nh = &self.stratum_nicehash.listen;
+        let nicehash_addr = addr(
+            "stratum_nicehash.listen",
+            !(nh.is_empty() || nh == "off"),
+            nh,
+        )?;
         Ok(Checked {
             config: self,
             chain,
             stratum_addr,
             http_addr,
+            nicehash_addr,
         })
     }
 

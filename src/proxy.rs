@@ -119,6 +119,8 @@ pub struct Listeners {
     pub stratum: Option<TcpListener>,
     /// HTTP getwork.
     pub http: Option<TcpListener>,
+    /// EthereumStratum/1.0.0 (NiceHash).
+    pub nicehash: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -138,6 +140,7 @@ impl Listeners {
         Ok(Self {
             stratum: bind(c.stratum_addr).await?,
             http: bind(c.http_addr).await?,
+            nicehash: bind(c.nicehash_addr).await?,
         })
     }
 }
@@ -209,6 +212,14 @@ pub async fn run(
     if let Some(l) = listeners.stratum {
         tracing::info!(addr = ?l.local_addr().ok(), "stratum listening");
         front.spawn(crate::stratum::run(l, ctx.clone(), shutdown.clone()));
+    }
+    if let Some(l) = listeners.nicehash {
+        tracing::info!(addr = ?l.local_addr().ok(), "EthereumStratum/1.0.0 listening");
+        front.spawn(crate::stratum::nicehash_server::run(
+            l,
+            ctx.clone(),
+            shutdown.clone(),
+        ));
     }
     if let Some(l) = listeners.http {
         tracing::info!(addr = ?l.local_addr().ok(), "http getwork listening");

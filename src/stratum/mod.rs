@@ -5,6 +5,7 @@
 pub mod message;
 pub mod method;
 pub mod nicehash;
+pub mod nicehash_server;
 pub mod session;
 
 use std::net::SocketAddr;

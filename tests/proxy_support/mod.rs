@@ -117,6 +117,7 @@ impl TestProxy {
             Listeners {
                 stratum: Some(stratum),
                 http: Some(http),
+                ..Listeners::default()
             },
             checked,
             shutdown.clone(),
