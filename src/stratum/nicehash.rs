@@ -5,6 +5,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -12,6 +13,7 @@ use super::message::Request;
 use super::method::{is_worker, parse_login, DEFAULT_WORKER};
 use crate::hexutil::to_hex;
 use crate::pipeline::Verdict;
+use crate::vardiff::{SessionDiff, VardiffConfig};
 
 /// Hashes per share at NiceHash difficulty 1 (2^32).
 pub const DIFF1_HASHES: f64 = 4_294_967_296.0;
@@ -150,6 +152,8 @@ pub struct Share {
     pub header: Option<[u8; 32]>,
     /// The full nonce (extranonce ‖ miner part).
     pub nonce: u64,
+    /// The difficulty (hashes) the job was issued at: checked and credited at it.
+    pub difficulty: u64,
 }
 
 /// What a request asks of the connection.
@@ -219,6 +223,7 @@ pub struct NiceHashSession {
     subscribed: bool,
     auth: Option<(String, String)>,
     difficulty: u64,
+    vardiff: Option<SessionDiff>,
     jobs: VecDeque<(String, [u8; 32])>,
     next_job: u64,
     last_header: Option<[u8; 32]>,
@@ -232,9 +237,24 @@ impl NiceHashSession {
             subscribed: false,
             auth: None,
             difficulty,
+            vardiff: None,
             jobs: VecDeque::with_capacity(JOBS),
             next_job: 0,
             last_header: None,
+        }
+    }
+
+    /// Turns on vardiff (starting at the session's difficulty): a retarget is announced with
+    /// `mining.set_difficulty` just before the next `mining.notify`.
+    pub fn with_vardiff(mut self, config: VardiffConfig, now: Duration) -> Self {
+        self.vardiff = Some(SessionDiff::new(config, self.difficulty, now));
+        self
+    }
+
+    /// Counts a checked share toward vardiff.
+    pub fn record(&mut self, verdict: Verdict) {
+        if let (Some(v), true) = (&mut self.vardiff, verdict.is_valid()) {
+            v.record_share();
         }
     }
 
@@ -306,12 +326,18 @@ impl NiceHashSession {
                     .map(|(_, w)| w)
                     .filter(|w| is_worker(w))
                     .map_or(worker, str::to_string);
+                let header = self.jobs.iter().find(|(j, _)| j == job).map(|(_, h)| *h);
+                let difficulty = match (&self.vardiff, &header) {
+                    (Some(v), Some(h)) => v.for_share(h),
+                    _ => self.difficulty,
+                };
                 Event::Submit(Share {
                     id,
                     login,
                     worker,
-                    header: self.jobs.iter().find(|(j, _)| j == job).map(|(_, h)| *h),
+                    header,
                     nonce,
+                    difficulty,
                 })
             }
             _ => bad(error(id, -3, "Method not found")),
@@ -325,11 +351,15 @@ impl NiceHashSession {
         login: String,
         worker: String,
         work: Option<Work>,
+        now: Duration,
     ) -> Vec<String> {
         self.auth = Some((login, worker));
-        let mut lines = vec![ok(id, Value::Bool(true)), set_difficulty(self.difficulty)];
+        let mut lines = vec![ok(id, Value::Bool(true))];
         self.last_header = None;
-        lines.extend(work.and_then(|w| self.job(w)));
+        match work {
+            Some(w) => lines.extend(self.job(w, now)),
+            None => lines.push(set_difficulty(self.difficulty)),
+        }
         lines
     }
 
@@ -338,13 +368,24 @@ impl NiceHashSession {
         error(id, 24, message)
     }
 
-    /// The `mining.notify` for `work` if the session is authorized and has not had it.
-    pub fn job(&mut self, work: Work) -> Option<String> {
-        self.auth.as_ref()?;
-        if self.last_header == Some(work.header) {
-            return None;
+    /// The `mining.notify` for `work` if the session is authorized and has not had it,
+    /// preceded by `mining.set_difficulty` when this job's difficulty is new (or first).
+    pub fn job(&mut self, work: Work, now: Duration) -> Vec<String> {
+        let mut lines = Vec::new();
+        if self.auth.is_none() || self.last_header == Some(work.header) {
+            return lines;
         }
+        let first = self.last_header.is_none();
         self.last_header = Some(work.header);
+        if let Some(v) = &mut self.vardiff {
+            let d = v.issue(work.header, now);
+            if d != self.difficulty || first {
+                self.difficulty = d;
+                lines.push(set_difficulty(d));
+            }
+        } else if first {
+            lines.push(set_difficulty(self.difficulty));
+        }
         let id = format!("{:08x}", self.next_job);
         self.next_job += 1;
         if self.jobs.len() == JOBS {
@@ -352,7 +393,8 @@ impl NiceHashSession {
         }
         self.jobs.push_back((id.clone(), work.header));
         // A new header makes older work worthless for blocks: always clean.
-        Some(notify(&id, &work, true))
+        lines.push(notify(&id, &work, true));
+        lines
     }
 }
 
@@ -473,7 +515,7 @@ mod tests {
             header: [0xab; 32],
             seed: [0x01; 32],
         };
-        let lines = s.authorize(id, login, worker, Some(work));
+        let lines = s.authorize(id, login, worker, Some(work), Duration::ZERO);
         assert_eq!(parse(&lines[0])["result"], json!(true));
         assert_eq!(
             parse(&lines[1]),
@@ -486,12 +528,14 @@ mod tests {
             json!(["00000000", "01".repeat(32), "ab".repeat(32), true])
         );
         // The same header is not announced twice; a new one gets a new id.
-        assert_eq!(s.job(work), None);
+        assert_eq!(s.job(work, Duration::ZERO), Vec::<String>::new());
         let work2 = Work {
             header: [0xcd; 32],
             ..work
         };
-        let n2 = parse(&s.job(work2).expect("new job"));
+        let n2 = s.job(work2, Duration::ZERO);
+        assert_eq!(n2.len(), 1, "no difficulty change: notify only");
+        let n2 = parse(&n2[0]);
         assert_eq!(n2["params"][0], json!("00000001"));
 
         let ev = s.handle(req(
@@ -507,6 +551,7 @@ mod tests {
                 worker: "rig7".into(),
                 header: Some([0xab; 32]),
                 nonce: 0xff,
+                difficulty: 1 << 31,
             })
         );
         // Unknown job: no header (stale).
@@ -537,10 +582,13 @@ mod tests {
         ));
         // Old jobs expire from the session's book.
         for i in 0..JOBS as u8 {
-            s.job(Work {
-                header: [i; 32],
-                ..work
-            });
+            s.job(
+                Work {
+                    header: [i; 32],
+                    ..work
+                },
+                Duration::ZERO,
+            );
         }
         let Event::Submit(share) = s.handle(req(
             10,
@@ -550,6 +598,52 @@ mod tests {
             panic!("submit expected");
         };
         assert_eq!(share.header, None);
+    }
+
+    #[test]
+    fn vardiff_announces_set_difficulty_before_the_next_job() {
+        let alloc = ExtranonceAllocator::new(1);
+        let config = VardiffConfig {
+            target_time: Duration::from_secs(10),
+            retarget_time: Duration::from_secs(1),
+            min: 1,
+            max: 1 << 40,
+            tolerance: 0.25,
+        };
+        let mut s = NiceHashSession::new(alloc.allocate().expect("room"), 1 << 32)
+            .with_vardiff(config, Duration::ZERO);
+        let _ = s.handle(req(1, "mining.subscribe", json!([])));
+        let w = |b: u8| Work {
+            header: [b; 32],
+            seed: [0; 32],
+        };
+        let lines = s.authorize(
+            json!(2),
+            LOGIN.into(),
+            "0".into(),
+            Some(w(1)),
+            Duration::ZERO,
+        );
+        assert_eq!(parse(&lines[1])["params"], json!([1.0]));
+        for _ in 0..20 {
+            s.record(Verdict::Valid);
+        }
+        s.record(Verdict::Stale);
+        let lines = s.job(w(2), Duration::from_secs(2));
+        assert_eq!(lines.len(), 2);
+        assert_eq!(parse(&lines[0])["params"], json!([2.0]));
+        assert_eq!(parse(&lines[1])["method"], json!("mining.notify"));
+        // Shares are credited at their job's difficulty.
+        let mut sub = |job: &str| match s.handle(req(
+            3,
+            "mining.submit",
+            json!([LOGIN, job, "00000000000001"]),
+        )) {
+            Event::Submit(share) => share.difficulty,
+            other => panic!("submit expected: {other:?}"),
+        };
+        assert_eq!(sub("00000000"), 1 << 32);
+        assert_eq!(sub("00000001"), 1 << 33);
     }
 
     #[test]

@@ -67,7 +67,10 @@ pub async fn run(listener: TcpListener, ctx: Arc<Context>, shutdown: Cancellatio
         let ctx = ctx.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
-            let session = NiceHashSession::new(extranonce, ctx.pipeline.difficulty());
+            let mut session = NiceHashSession::new(extranonce, ctx.pipeline.difficulty());
+            if let Some(v) = ctx.stratum.vardiff.clone() {
+                session = session.with_vardiff(v, Duration::ZERO);
+            }
             if let Err(e) = serve(stream, peer, session, &ctx, &shutdown).await {
                 tracing::debug!(%peer, "nicehash connection: {e}");
             }
@@ -103,6 +106,7 @@ async fn serve(
         stream,
         LinesCodec::new_with_max_length(settings.max_line_length),
     );
+    let started = tokio::time::Instant::now();
     let mut jobs = ctx.upstreams.subscribe();
     jobs.mark_unchanged();
     let idle = tokio::time::sleep(settings.idle_timeout);
@@ -117,8 +121,10 @@ async fn serve(
                 if changed.is_err() {
                     break;
                 }
-                if let Some(line) = work(ctx).and_then(|w| session.job(w)) {
-                    send(&mut conn, line, settings.idle_timeout).await?;
+                if let Some(w) = work(ctx) {
+                    for line in session.job(w, started.elapsed()) {
+                        send(&mut conn, line, settings.idle_timeout).await?;
+                    }
                 }
                 continue;
             }
@@ -147,7 +153,7 @@ async fn serve(
                     ctx.policy.on_malformed(&ip);
                     vec![error(id, 20, "Malformed request")]
                 }
-                Ok(req) => answer(&mut session, ctx, &ip, req).await,
+                Ok(req) => answer(&mut session, ctx, &ip, req, started.elapsed()).await,
             },
         };
         idle.as_mut()
@@ -167,6 +173,7 @@ async fn answer(
     ctx: &Context,
     ip: &str,
     req: Request,
+    now: Duration,
 ) -> Vec<String> {
     match session.handle(req) {
         Event::Reply { lines, malformed } => {
@@ -177,7 +184,7 @@ async fn answer(
         }
         Event::Authorize { id, login, worker } => {
             if ctx.policy.on_login(&login, ip) {
-                session.authorize(id, login, worker, work(ctx))
+                session.authorize(id, login, worker, work(ctx), now)
             } else {
                 vec![NiceHashSession::refuse(id, "You are blacklisted")]
             }
@@ -196,11 +203,12 @@ async fn answer(
                             &share.worker,
                             share.nonce,
                             header,
-                            ctx.pipeline.difficulty(),
+                            share.difficulty,
                         )
                         .await
                 }
             };
+            session.record(verdict);
             let line = match ctx.policy.share_reply(ip, verdict) {
                 Ok(_) => share_reply(share.id, verdict),
                 Err(e) => error(share.id, e.code, e.message),
