@@ -61,6 +61,8 @@ pub struct Context {
     pub http: HttpSettings,
     /// Bans, connection limits, black/whitelists.
     pub policy: Arc<Policy>,
+    /// EthereumStratum/1.0.0 extranonces, unique across both Stratum ports.
+    pub extranonces: Arc<crate::stratum::nicehash::ExtranonceAllocator>,
     share_target_hex: String,
 }
 
@@ -80,6 +82,9 @@ impl Context {
             stratum,
             http,
             policy,
+            extranonces: crate::stratum::nicehash::ExtranonceAllocator::new(
+                crate::stratum::nicehash_server::EXTRANONCE_BYTES,
+            ),
             share_target_hex,
         }
     }

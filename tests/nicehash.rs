@@ -13,7 +13,9 @@ use dagproxy::ethash::{hashimoto, ChainSpec, LightCache, PowInput, U256};
 use dagproxy::hexutil::nonce_hex;
 use dagproxy::proxy::{self, Listeners};
 use dagproxy::stratum::nicehash::from_nicehash;
-use proxy_support::{header_of, test_config, Client, Devnet, LOGIN, SHARE_DIFF};
+use proxy_support::{
+    header_of, test_config, Client, Devnet, TestProxy, HARD_BLOCK, LOGIN, SHARE_DIFF,
+};
 use redis::Commands;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -227,4 +229,47 @@ async fn full_session_with_valid_duplicate_stale_low_and_block() {
         .expect("stops")
         .expect("task")
         .expect("clean");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detected_from_the_first_message_on_the_ethproxy_port() {
+    let dev = Devnet::start(HARD_BLOCK).await;
+    let redis = common::RedisServer::start();
+    let proxy = TestProxy::start(test_config(&[&dev], &redis), redis).await;
+    // An EthProxy session on the same port is unaffected.
+    let mut eth = proxy.client().await;
+    eth.login().await;
+    let mut c = proxy.client().await;
+    let r = call(
+        &mut c,
+        1,
+        "mining.subscribe",
+        json!(["test/1.0", "EthereumStratum/1.0.0"]),
+    )
+    .await;
+    assert_eq!(r["result"][0][2], json!("EthereumStratum/1.0.0"));
+    let en = u64::from_str_radix(r["result"][1].as_str().expect("extranonce"), 16).expect("hex");
+    let mut c2 = proxy.client().await;
+    let r2 = call(&mut c2, 1, "mining.subscribe", json!([])).await;
+    assert_ne!(r2["result"][1], r["result"][1], "extranonces are unique");
+    let r = call(&mut c, 2, "mining.authorize", json!([LOGIN, "x"])).await;
+    assert_eq!(r["result"], json!(true));
+    let job = notification(&mut c, "mining.notify").await;
+    let w = dev.handle.work();
+    assert_eq!(job[2], json!(hex::encode(w.header)));
+    let part = grind(w.number, w.header, en, 0, false);
+    let r = call(
+        &mut c,
+        3,
+        "mining.submit",
+        json!([LOGIN, job[0], format!("{part:012x}")]),
+    )
+    .await;
+    assert_eq!(r["result"], json!(true), "{r}");
+    // EthProxy methods are not NiceHash ones.
+    let r = call(&mut c, 4, "eth_getWork", json!([])).await;
+    assert_eq!(r["error"][0], json!(-3));
+    let w2 = eth.wait_work().await;
+    assert_eq!(w2[0], dagproxy::hexutil::to_hex(&w.header));
+    proxy.stop().await;
 }

@@ -124,6 +124,7 @@ async fn serve(
     tokio::pin!(idle);
     // After a decode error the framed stream yields one `None` that is not EOF.
     let mut after_error = false;
+    let mut first_line = true;
     tracing::debug!(%peer, "stratum connection");
     loop {
         let item = tokio::select! {
@@ -168,7 +169,13 @@ async fn serve(
                 if line.trim().is_empty() {
                     continue;
                 }
+                let first = std::mem::take(&mut first_line);
                 match Request::parse(&line) {
+                    // An EthereumStratum/1.0.0 miner: its first message is mining.subscribe.
+                    Ok(req) if first && req.method == "mining.subscribe" => {
+                        nicehash_server::serve(conn, peer, Some(req), ctx, shutdown).await;
+                        return Ok(());
+                    }
                     Ok(req) => session.handle(ctx, req).await,
                     Err((id, e)) => {
                         ctx.policy.on_malformed(&ip);

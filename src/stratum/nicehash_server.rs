@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::message::Request;
-use super::nicehash::{error, share_reply, Event, ExtranonceAllocator, NiceHashSession, Work};
+use super::nicehash::{error, share_reply, Event, NiceHashSession, Work};
 use crate::hexutil::parse_h256;
 use crate::pipeline::Verdict;
 use crate::proxy::Context;
@@ -37,7 +37,6 @@ enum ConnError {
 /// Serves EthereumStratum/1.0.0 on `listener` until `shutdown`, with the Stratum section's
 /// limits, then waits (up to the drain timeout) for connections to finish.
 pub async fn run(listener: TcpListener, ctx: Arc<Context>, shutdown: CancellationToken) {
-    let alloc = ExtranonceAllocator::new(EXTRANONCE_BYTES);
     let slots = Arc::new(Semaphore::new(ctx.stratum.max_connections));
     let tracker = TaskTracker::new();
     loop {
@@ -60,20 +59,15 @@ pub async fn run(listener: TcpListener, ctx: Arc<Context>, shutdown: Cancellatio
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             continue;
         };
-        let Some(extranonce) = alloc.allocate() else {
-            tracing::warn!(%peer, "no extranonce left, closing");
-            continue;
-        };
         let ctx = ctx.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
-            let mut session = NiceHashSession::new(extranonce, ctx.pipeline.difficulty());
-            if let Some(v) = ctx.stratum.vardiff.clone() {
-                session = session.with_vardiff(v, Duration::ZERO);
-            }
-            if let Err(e) = serve(stream, peer, session, &ctx, &shutdown).await {
-                tracing::debug!(%peer, "nicehash connection: {e}");
-            }
+            let _ = stream.set_nodelay(true);
+            let conn = Framed::new(
+                stream,
+                LinesCodec::new_with_max_length(ctx.stratum.max_line_length),
+            );
+            serve(conn, peer, None, &ctx, &shutdown).await;
             drop(permit);
         });
     }
@@ -92,20 +86,38 @@ fn work(ctx: &Context) -> Option<Work> {
     })
 }
 
-async fn serve(
-    stream: TcpStream,
+/// Serves one EthereumStratum/1.0.0 connection; `first` is a request already read (a session
+/// detected on the EthProxy port from its first message).
+pub async fn serve(
+    mut conn: Framed<TcpStream, LinesCodec>,
+    peer: SocketAddr,
+    first: Option<Request>,
+    ctx: &Context,
+    shutdown: &CancellationToken,
+) {
+    let Some(extranonce) = ctx.extranonces.allocate() else {
+        tracing::warn!(%peer, "no extranonce left, closing");
+        return;
+    };
+    let mut session = NiceHashSession::new(extranonce, ctx.pipeline.difficulty());
+    if let Some(v) = ctx.stratum.vardiff.clone() {
+        session = session.with_vardiff(v, Duration::ZERO);
+    }
+    if let Err(e) = session_loop(&mut conn, peer, session, first, ctx, shutdown).await {
+        tracing::debug!(%peer, "nicehash connection: {e}");
+    }
+}
+
+async fn session_loop(
+    conn: &mut Framed<TcpStream, LinesCodec>,
     peer: SocketAddr,
     mut session: NiceHashSession,
+    mut first: Option<Request>,
     ctx: &Context,
     shutdown: &CancellationToken,
 ) -> Result<(), ConnError> {
-    let _ = stream.set_nodelay(true);
     let settings = &ctx.stratum;
     let ip = peer.ip().to_string();
-    let mut conn = Framed::new(
-        stream,
-        LinesCodec::new_with_max_length(settings.max_line_length),
-    );
     let started = tokio::time::Instant::now();
     let mut jobs = ctx.upstreams.subscribe();
     jobs.mark_unchanged();
@@ -113,6 +125,12 @@ async fn serve(
     tokio::pin!(idle);
     let mut after_error = false;
     loop {
+        if let Some(req) = first.take() {
+            for line in answer(&mut session, ctx, &ip, req, started.elapsed()).await {
+                send(conn, line, settings.idle_timeout).await?;
+            }
+            continue;
+        }
         let item = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
@@ -123,7 +141,7 @@ async fn serve(
                 }
                 if let Some(w) = work(ctx) {
                     for line in session.job(w, started.elapsed()) {
-                        send(&mut conn, line, settings.idle_timeout).await?;
+                        send(conn, line, settings.idle_timeout).await?;
                     }
                 }
                 continue;
@@ -159,7 +177,7 @@ async fn serve(
         idle.as_mut()
             .reset(tokio::time::Instant::now() + settings.idle_timeout);
         for line in lines {
-            send(&mut conn, line, settings.idle_timeout).await?;
+            send(conn, line, settings.idle_timeout).await?;
         }
         if ctx.policy.is_banned(&ip) {
             break;
