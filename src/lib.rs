@@ -11,6 +11,8 @@
 //! - [`devnet`]: the embedded development chain.
 //! - [`miner`]: the demo CPU miner (Stratum client).
 //! - [`storage`]: Redis in open-ethereum-pool's schema.
+//! - [`policy`]: open-ethereum-pool's policy server (bans, connection limits, black/whitelists).
+//! - [`vardiff`]: per-session variable share difficulty.
 
 pub mod bench;
 pub mod cli;

@@ -386,6 +386,19 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_failing_ipset_leaves_the_app_level_ban() {
+        let mut c = PolicySection::default();
+        c.banning.enabled = true;
+        // No such set (or no ipset binary, or no permission): logged, nothing else.
+        c.banning.ipset = "dagproxy-test-no-such-set".into();
+        let p = Policy::new(&c);
+        p.ban("10.9.9.9");
+        assert!(p.is_banned("10.9.9.9"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(p.is_banned("10.9.9.9"));
+    }
+
     #[test]
     fn ipset_command_line() {
         assert_eq!(
