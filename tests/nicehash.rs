@@ -223,6 +223,17 @@ async fn full_session_with_valid_duplicate_stale_low_and_block() {
     assert_ne!(next[0], json!(job_id));
     assert_eq!(next[2], json!(bare(&dev.handle.work().header)));
 
+    // Three more heights: the first job's header leaves the template window, so its id,
+    // still known to the session, is stale too.
+    for _ in 0..3 {
+        dev.handle.advance();
+        notification(&mut c, "mining.notify").await;
+    }
+    let late = grind(w.number, header, en, s + 1, false);
+    let (id, params) = submit(106, &job_id, late);
+    let r = call(&mut c, id, "mining.submit", params).await;
+    assert_eq!(r["error"][0], json!(21), "expired job is stale: {r}");
+
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(10), task)
         .await
