@@ -121,6 +121,17 @@ pub struct Config {
     pub custom_chain: Option<CustomChain>,
     /// `/metrics`, `/health`, `/stats` listener.
     pub metrics: crate::observe::MetricsSection,
+    /// EthereumStratum/1.0.0 (NiceHash) front end on its own port.
+    #[serde(rename = "stratum_nicehash")]
+    pub stratum_nicehash: NiceHashSection,
+}
+
+/// `[stratum_nicehash]`: the EthereumStratum/1.0.0 port (same limits as `proxy.stratum`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct NiceHashSection {
+    /// Listen address; empty (the default) or "off": not served.
+    pub listen: String,
 }
 
 /// Parameters of a chain that is not a preset (`[customChain]`).
@@ -173,6 +184,7 @@ impl Default for Config {
             verifier: VerifierSection::default(),
             custom_chain: None,
             metrics: Default::default(),
+            stratum_nicehash: NiceHashSection::default(),
         }
     }
 }
@@ -227,6 +239,8 @@ pub struct ProxySection {
     pub max_fails: u64,
     /// Stratum front end.
     pub stratum: StratumSection,
+    /// Banning, connection limits and black/whitelists (open-ethereum-pool `policy`).
+    pub policy: PolicySection,
 }
 
 impl Default for ProxySection {
@@ -244,6 +258,7 @@ impl Default for ProxySection {
             health_check: true,
             max_fails: 100,
             stratum: StratumSection::default(),
+            policy: PolicySection::default(),
         }
     }
 }
@@ -262,6 +277,8 @@ pub struct StratumSection {
     pub max_conn: usize,
     /// Longest request line in bytes; longer lines get an error reply and are skipped.
     pub max_line_length: usize,
+    /// Per-session variable difficulty (off by default).
+    pub vardiff: VardiffSection,
 }
 
 impl Default for StratumSection {
@@ -272,6 +289,119 @@ impl Default for StratumSection {
             timeout: Dur(Duration::from_secs(120)),
             max_conn: 8192,
             max_line_length: 1024,
+            vardiff: VardiffSection::default(),
+        }
+    }
+}
+
+/// `proxy.stratum.vardiff`: per-session difficulty, starting at `proxy.difficulty`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct VardiffSection {
+    /// Retarget each session's difficulty.
+    pub enabled: bool,
+    /// Wanted time between one session's shares.
+    pub target_time: Dur,
+    /// Shortest time between two retargets.
+    pub retarget_time: Dur,
+    /// Lowest difficulty.
+    pub min_diff: u64,
+    /// Highest difficulty.
+    pub max_diff: u64,
+}
+
+impl Default for VardiffSection {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            target_time: Dur(Duration::from_secs(10)),
+            retarget_time: Dur(Duration::from_secs(60)),
+            min_diff: 100_000_000,
+            max_diff: 1_000_000_000_000_000,
+        }
+    }
+}
+
+/// The policy server (open-ethereum-pool's `policy` section).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct PolicySection {
+    /// Concurrent `ipset` commands at most.
+    pub workers: usize,
+    /// Counters of an IP quiet this long are forgotten.
+    pub reset_interval: Dur,
+    /// How often the Redis black/whitelists are reloaded.
+    pub refresh_interval: Dur,
+    /// Banning.
+    pub banning: BanningSection,
+    /// Connection limits.
+    pub limits: LimitsSection,
+}
+
+impl Default for PolicySection {
+    fn default() -> Self {
+        Self {
+            workers: 8,
+            reset_interval: Dur(Duration::from_secs(3600)),
+            refresh_interval: Dur(Duration::from_secs(60)),
+            banning: BanningSection::default(),
+            limits: LimitsSection::default(),
+        }
+    }
+}
+
+/// `policy.banning`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct BanningSection {
+    /// Ban at all.
+    pub enabled: bool,
+    /// ipset set name to add banned IPs to (`ipset add NAME IP timeout T -!`); empty: none.
+    pub ipset: String,
+    /// Ban length in seconds.
+    pub timeout: u64,
+    /// Ban when invalid/valid shares reaches this percentage.
+    pub invalid_percent: f64,
+    /// Shares per ratio check.
+    pub check_threshold: u32,
+    /// Malformed requests before a ban.
+    pub malformed_limit: u32,
+}
+
+impl Default for BanningSection {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            ipset: String::new(),
+            timeout: 1800,
+            invalid_percent: 30.0,
+            check_threshold: 30,
+            malformed_limit: 5,
+        }
+    }
+}
+
+/// `policy.limits`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct LimitsSection {
+    /// Limit connections at all.
+    pub enabled: bool,
+    /// Connections per IP per reset interval.
+    pub limit: i64,
+    /// No limit for this long after start.
+    pub grace: Dur,
+    /// Connections earned per valid share.
+    pub limit_jump: i64,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            limit: 30,
+            grace: Dur(Duration::from_secs(300)),
+            limit_jump: 10,
         }
     }
 }
@@ -359,6 +489,9 @@ pub struct ProxyArgs {
     /// HTTP getwork listen address ("off" disables).
     #[arg(long)]
     pub http: Option<String>,
+    /// EthereumStratum/1.0.0 (NiceHash) listen address ("off" disables).
+    #[arg(long)]
+    pub stratum_nicehash: Option<String>,
     /// Redis URL.
     #[arg(long)]
     pub redis: Option<String>,
@@ -387,6 +520,8 @@ pub struct Checked {
     pub stratum_addr: Option<SocketAddr>,
     /// HTTP listen address, if enabled.
     pub http_addr: Option<SocketAddr>,
+    /// EthereumStratum/1.0.0 listen address, if enabled.
+    pub nicehash_addr: Option<SocketAddr>,
 }
 
 impl Config {
@@ -442,6 +577,9 @@ impl Config {
         if let Some(v) = &a.http {
             self.proxy.enabled = v != "off";
             self.proxy.listen.clone_from(v);
+        }
+        if let Some(v) = &a.stratum_nicehash {
+            self.stratum_nicehash.listen.clone_from(v);
         }
         if let Some(v) = &a.redis {
             self.redis.url.clone_from(v);
@@ -525,6 +663,47 @@ impl Config {
         )?;
         positive("proxy.hashrateExpiration", self.proxy.hashrate_expiration)?;
         positive("proxy.stratum.timeout", self.proxy.stratum.timeout)?;
+        let vd = &self.proxy.stratum.vardiff;
+        if vd.enabled {
+            positive("proxy.stratum.vardiff.targetTime", vd.target_time)?;
+            positive("proxy.stratum.vardiff.retargetTime", vd.retarget_time)?;
+            if vd.min_diff == 0 || vd.min_diff > vd.max_diff {
+                return Err(invalid(
+                    "proxy.stratum.vardiff.minDiff",
+                    "must be at least 1 and at most maxDiff".into(),
+                ));
+            }
+        }
+        let policy = &self.proxy.policy;
+        positive("proxy.policy.resetInterval", policy.reset_interval)?;
+        positive("proxy.policy.refreshInterval", policy.refresh_interval)?;
+        if policy.workers == 0 {
+            return Err(invalid("proxy.policy.workers", "must be at least 1".into()));
+        }
+        if policy.banning.timeout == 0 {
+            return Err(invalid(
+                "proxy.policy.banning.timeout",
+                "must be at least 1 second".into(),
+            ));
+        }
+        if !(policy.banning.invalid_percent > 0.0 && policy.banning.invalid_percent.is_finite()) {
+            return Err(invalid(
+                "proxy.policy.banning.invalidPercent",
+                "must be a positive number".into(),
+            ));
+        }
+        if policy.banning.check_threshold == 0 || policy.banning.malformed_limit == 0 {
+            return Err(invalid(
+                "proxy.policy.banning.checkThreshold",
+                "checkThreshold and malformedLimit must be at least 1".into(),
+            ));
+        }
+        if policy.limits.limit < 0 || policy.limits.limit_jump < 0 {
+            return Err(invalid(
+                "proxy.policy.limits.limit",
+                "limit and limitJump must not be negative".into(),
+            ));
+        }
         if self.proxy.difficulty == 0 {
             return Err(invalid("proxy.difficulty", "must be at least 1".into()));
         }
@@ -575,11 +754,18 @@ impl Config {
             &self.proxy.stratum.listen,
         )?;
         let http_addr = addr("proxy.listen", self.proxy.enabled, &self.proxy.listen)?;
+        let nh = &self.stratum_nicehash.listen;
+        let nicehash_addr = addr(
+            "stratum_nicehash.listen",
+            !(nh.is_empty() || nh == "off"),
+            nh,
+        )?;
         Ok(Checked {
             config: self,
             chain,
             stratum_addr,
             http_addr,
+            nicehash_addr,
         })
     }
 

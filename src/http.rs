@@ -68,6 +68,9 @@ async fn handle(
     }
     let settings = &ctx.http;
     let ip = client_ip(&req, settings.behind_reverse_proxy);
+    if ctx.policy.is_banned(&ip) {
+        return (StatusCode::FORBIDDEN, "Banned\n").into_response();
+    }
     let header_bytes: usize = req
         .headers()
         .iter()
@@ -78,6 +81,7 @@ async fn handle(
     }
     let too_large = || {
         tracing::debug!(%ip, "request too large");
+        ctx.policy.on_malformed(&ip);
         (StatusCode::EXPECTATION_FAILED, "Request too large\n").into_response()
     };
     if content_length(req.headers()).is_some_and(|n| n > settings.limit_body_size) {
@@ -95,16 +99,21 @@ async fn handle(
             Ok(v) => match RpcRequest::from_value(v) {
                 Ok(r) if r.id.is_null() => {
                     tracing::debug!(%ip, "request without id ignored");
+                    ctx.policy.on_malformed(&ip);
                     continue;
                 }
                 Ok(r) => {
                     let id = r.id.clone();
-                    RpcResponse::from_result(id, method(&ctx, &login, &worker, r).await)
+                    RpcResponse::from_result(id, method(&ctx, &ip, &login, &worker, r).await)
                 }
-                Err((id, e)) => RpcResponse::err(id, e),
+                Err((id, e)) => {
+                    ctx.policy.on_malformed(&ip);
+                    RpcResponse::err(id, e)
+                }
             },
             Err((id, e)) => {
                 tracing::debug!(%ip, "malformed request");
+                ctx.policy.on_malformed(&ip);
                 out.push_str(&RpcResponse::err(id, e).to_line());
                 out.push('\n');
                 break;
@@ -125,24 +134,30 @@ async fn handle(
 
 async fn method(
     ctx: &Context,
+    ip: &str,
     login: &str,
     worker: &str,
     req: RpcRequest,
 ) -> Result<Value, ErrorReply> {
-    if ctx.is_blacklisted(login) {
+    if !ctx.policy.on_login(login, ip) {
         return Err(BLACKLISTED);
     }
     match req.method.as_str() {
         "eth_getWork" => ctx.work().map(|(_, w)| w),
-        "eth_submitWork" if req.params.is_null() => Err(MALFORMED_REQUEST),
-        "eth_submitWork" => ctx
-            .pipeline
-            .submit_params(login, worker, &req.params)
-            .await
-            .reply(),
+        "eth_submitWork" if req.params.is_null() => {
+            ctx.policy.on_malformed(ip);
+            Err(MALFORMED_REQUEST)
+        }
+        "eth_submitWork" => {
+            let verdict = ctx.pipeline.submit_params(login, worker, &req.params).await;
+            ctx.policy.share_reply(ip, verdict)
+        }
         "eth_getBlockByNumber" => Ok(ctx.pending_block()),
         "eth_submitHashrate" => Ok(Value::Bool(true)),
-        _ => Err(METHOD_NOT_FOUND),
+        _ => {
+            ctx.policy.on_malformed(ip);
+            Err(METHOD_NOT_FOUND)
+        }
     }
 }
 

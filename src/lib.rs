@@ -15,6 +15,8 @@
 //! - [`proxy`], [`config`], [`shutdown`]: wiring, TOML configuration, signals.
 //! - [`devnet`], [`miner`], [`loadgen`]: dev chain node, demo miner, load generator.
 //! - [`bench`], [`cli`], [`hexutil`]: benchmarks, shared argument parsers, `0x` hex.
+//! - [`policy`]: open-ethereum-pool's policy server (bans, connection limits, black/whitelists).
+//! - [`vardiff`]: per-session variable share difficulty.
 
 pub mod bench;
 pub mod cli;
@@ -27,9 +29,11 @@ pub mod loadgen;
 pub mod miner;
 pub mod observe;
 pub mod pipeline;
+pub mod policy;
 pub mod proxy;
 pub mod shutdown;
 pub mod storage;
 pub mod stratum;
 pub mod upstream;
+pub mod vardiff;
 pub mod verify;

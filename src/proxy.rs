@@ -2,9 +2,8 @@
 //! ends together, runs the periodic node-state and blacklist tasks, and shuts down in order
 //! (stop accepting, finish in-flight shares, flush them to Redis, exit).
 
-use std::collections::HashSet;
 use std::process::ExitCode;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -15,6 +14,7 @@ use crate::config::{Checked, Config, ProxyArgs};
 use crate::ethash::target::target_hex;
 use crate::http::HttpSettings;
 use crate::pipeline::{Pipeline, ShareWriter};
+use crate::policy::Policy;
 use crate::storage::{RedisStore, StorageError};
 use crate::stratum::message::{ErrorReply, WORK_NOT_READY};
 use crate::stratum::StratumSettings;
@@ -25,8 +25,6 @@ use crate::verify::{Verifier, VerifyError};
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often share counts are logged.
 const STATS_LOG: Duration = Duration::from_secs(60);
-/// How often the Redis blacklist is reloaded (open-ethereum-pool policy refreshInterval).
-const BLACKLIST_REFRESH: Duration = Duration::from_secs(60);
 
 /// Errors that stop the proxy from starting.
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +62,10 @@ pub struct Context {
     pub stratum: StratumSettings,
     /// HTTP limits.
     pub http: HttpSettings,
-    blacklist: RwLock<HashSet<String>>,
+    /// Bans, connection limits, black/whitelists.
+    pub policy: Arc<Policy>,
+    /// EthereumStratum/1.0.0 extranonces, unique across both Stratum ports.
+    pub extranonces: Arc<crate::stratum::nicehash::ExtranonceAllocator>,
     share_target_hex: String,
 }
 
@@ -75,6 +76,7 @@ impl Context {
         pipeline: Pipeline,
         stratum: StratumSettings,
         http: HttpSettings,
+        policy: Arc<Policy>,
     ) -> Self {
         let share_target_hex = target_hex(pipeline.share_target());
         Self {
@@ -82,7 +84,10 @@ impl Context {
             pipeline,
             stratum,
             http,
-            blacklist: RwLock::default(),
+            policy,
+            extranonces: crate::stratum::nicehash::ExtranonceAllocator::new(
+                crate::stratum::nicehash_server::EXTRANONCE_BYTES,
+            ),
             share_target_hex,
         }
     }
@@ -111,17 +116,7 @@ impl Context {
 
     /// Whether a login is in the Redis blacklist (as last loaded).
     pub fn is_blacklisted(&self, login: &str) -> bool {
-        self.blacklist
-            .read()
-            .map(|b| b.contains(login))
-            .unwrap_or(false)
-    }
-
-    /// Replaces the blacklist.
-    pub fn set_blacklist(&self, logins: Vec<String>) {
-        if let Ok(mut b) = self.blacklist.write() {
-            *b = logins.into_iter().map(|l| l.to_ascii_lowercase()).collect();
-        }
+        self.policy.is_blacklisted(login)
     }
 }
 
@@ -134,6 +129,8 @@ pub struct Listeners {
     pub http: Option<TcpListener>,
     /// `/metrics`, `/health`, `/stats`.
     pub metrics: Option<TcpListener>,
+    /// EthereumStratum/1.0.0 (NiceHash).
+    pub nicehash: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -154,6 +151,7 @@ impl Listeners {
             stratum: bind(c.stratum_addr).await?,
             http: bind(c.http_addr).await?,
             metrics: bind(c.config.metrics.addr()?).await?,
+            nicehash: bind(c.nicehash_addr).await?,
         })
     }
 }
@@ -202,6 +200,7 @@ pub async fn run(
         pipeline,
         stratum_settings(&config),
         http_settings(&config),
+        Arc::new(Policy::new(&config.proxy.policy)),
     ));
 
     // Background tasks stop only after the front ends have drained, so block submissions and
@@ -216,18 +215,23 @@ pub async fn run(
         config.proxy.state_update_interval.0,
         background.clone(),
     ));
-    // Loaded once before the front ends open, then refreshed in the background.
-    match store.blacklist().await {
-        Ok(list) => ctx.set_blacklist(list),
-        Err(e) => tracing::warn!("blacklist not loaded: {e}"),
-    }
-    tasks.spawn(blacklist(ctx.clone(), store, background.clone()));
+    // Black/whitelists loaded once before the front ends open, then refreshed in the background.
+    ctx.policy.refresh(&store).await;
+    tasks.spawn(ctx.policy.clone().run(store, background.clone()));
     tasks.spawn(stats_log(ctx.clone(), background.clone()));
 
     let mut front = tokio::task::JoinSet::new();
     if let Some(l) = listeners.stratum {
         tracing::info!(addr = ?l.local_addr().ok(), "stratum listening");
         front.spawn(crate::stratum::run(l, ctx.clone(), shutdown.clone()));
+    }
+    if let Some(l) = listeners.nicehash {
+        tracing::info!(addr = ?l.local_addr().ok(), "EthereumStratum/1.0.0 listening");
+        front.spawn(crate::stratum::nicehash_server::run(
+            l,
+            ctx.clone(),
+            shutdown.clone(),
+        ));
     }
     if let Some(l) = listeners.http {
         tracing::info!(addr = ?l.local_addr().ok(), "http getwork listening");
@@ -288,6 +292,7 @@ fn stratum_settings(c: &Config) -> StratumSettings {
         idle_timeout: c.proxy.stratum.timeout.0,
         max_connections: c.proxy.stratum.max_conn,
         max_line_length: c.proxy.stratum.max_line_length,
+        vardiff: crate::vardiff::from_config(&c.proxy.stratum.vardiff),
     }
 }
 
@@ -338,22 +343,6 @@ async fn stats_log(ctx: Arc<Context>, stop: CancellationToken) {
             let line: Vec<String> = now.iter().map(|(k, v)| format!("{k}={v}")).collect();
             tracing::info!("shares since start: {}", line.join(" "));
             last = now;
-        }
-    }
-}
-
-/// Reloads the login blacklist from Redis.
-async fn blacklist(ctx: Arc<Context>, store: RedisStore, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(BLACKLIST_REFRESH);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        match store.blacklist().await {
-            Ok(list) => ctx.set_blacklist(list),
-            Err(e) => tracing::warn!("blacklist not reloaded: {e}"),
         }
     }
 }

@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::ethash::target::check_share;
 use crate::ethash::target::target_from_difficulty;
 use crate::ethash::{PowInput, ShareCheck, U256};
-use crate::hexutil::{parse_h256, parse_nonce};
+use crate::hexutil::{nonce_hex, parse_h256, parse_nonce, to_hex};
 use crate::storage::{BlockRecord, RedisStore, ShareRecord, WriteOutcome};
 use crate::upstream::{HeaderInfo, Upstreams};
 use crate::verify::{Verifier, VerifyError};
@@ -113,8 +114,21 @@ impl Pipeline {
 
     /// Processes `eth_submitWork` params from `login`/`worker`: checks them, then the share.
     pub async fn submit_params(&self, login: &str, worker: &str, params: &Value) -> Verdict {
+        self.submit_params_at(login, worker, params, self.difficulty)
+            .await
+    }
+
+    /// As [`Pipeline::submit_params`], for a share issued at `difficulty` (vardiff): checked
+    /// against its target and credited at it.
+    pub async fn submit_params_at(
+        &self,
+        login: &str,
+        worker: &str,
+        params: &Value,
+        difficulty: u64,
+    ) -> Verdict {
         let verdict = match Submit::from_params(params) {
-            Ok(share) => self.submit(login, worker, &share).await,
+            Ok(share) => self.submit_at(login, worker, &share, difficulty).await,
             Err(v) => v,
         };
         self.counters.record(verdict);
@@ -127,42 +141,95 @@ impl Pipeline {
     /// Processes one well-formed share from `login`/`worker` (not counted; see
     /// [`Pipeline::submit_params`]).
     pub async fn submit(&self, login: &str, worker: &str, s: &Submit) -> Verdict {
-        let Some(header) = self.upstreams.template().and_then(|t| t.lookup(&s.header)) else {
+        self.submit_at(login, worker, s, self.difficulty).await
+    }
+
+    /// Processes one well-formed share issued at `difficulty` (not counted).
+    pub async fn submit_at(
+        &self,
+        login: &str,
+        worker: &str,
+        s: &Submit,
+        difficulty: u64,
+    ) -> Verdict {
+        self.check(login, worker, s.nonce, s.header, Some(s.mix), difficulty)
+            .await
+    }
+
+    /// A share given as a nonce alone (EthereumStratum/1.0.0 sends no mix digest): the mix
+    /// is the computed one, checked and counted otherwise as [`Pipeline::submit_params_at`].
+    pub async fn submit_nonce_at(
+        &self,
+        login: &str,
+        worker: &str,
+        nonce: u64,
+        header: [u8; 32],
+        difficulty: u64,
+    ) -> Verdict {
+        let verdict = self
+            .check(login, worker, nonce, header, None, difficulty)
+            .await;
+        self.counters.record(verdict);
+        verdict
+    }
+
+    async fn check(
+        &self,
+        login: &str,
+        worker: &str,
+        nonce: u64,
+        header_hash: [u8; 32],
+        mix: Option<[u8; 32]>,
+        difficulty: u64,
+    ) -> Verdict {
+        let share_target = if difficulty == self.difficulty {
+            self.share_target
+        } else {
+            share_target(difficulty)
+        };
+        let Some(header) = self
+            .upstreams
+            .template()
+            .and_then(|t| t.lookup(&header_hash))
+        else {
             return Verdict::Stale;
         };
-        let input = PowInput {
-            header_hash: s.header,
-            nonce: s.nonce,
+        let input = PowInput { header_hash, nonce };
+        let (h, t) = (header.height, header.target);
+        let check = match mix {
+            Some(mix) => self
+                .verifier
+                .check(h, input, mix, share_target, t)
+                .await
+                .map(|c| (c, mix)),
+            None => self.verifier.hash(h, input).await.map(|out| {
+                let c = check_share(&out, &out.mix_digest, share_target, t);
+                (c, out.mix_digest)
+            }),
         };
-        let check = self
-            .verifier
-            .check(
-                header.height,
-                input,
-                s.mix,
-                self.share_target,
-                header.target,
-            )
-            .await;
+        let (check, mix) = match check {
+            Err(VerifyError::Busy) => return Verdict::Busy,
+            Err(e) => {
+                tracing::error!("share not verified: {e}");
+                return Verdict::Busy;
+            }
+            Ok(c) => c,
+        };
+        // The same lowercase strings the miner had to send.
         let record = ShareRecord {
             login: login.to_string(),
             worker: worker.to_string(),
-            nonce: s.params[0].clone(),
-            pow_hash: s.params[1].clone(),
-            mix_digest: s.params[2].clone(),
-            difficulty: self.difficulty,
+            nonce: nonce_hex(nonce),
+            pow_hash: to_hex(&header_hash),
+            mix_digest: to_hex(&mix),
+            difficulty,
             height: header.height,
         };
         match check {
-            Err(VerifyError::Busy) => Verdict::Busy,
-            Err(e) => {
-                tracing::error!("share not verified: {e}");
-                Verdict::Busy
-            }
-            Ok(ShareCheck::MixMismatch) => Verdict::MixMismatch,
-            Ok(ShareCheck::LowDifficulty) => Verdict::LowDifficulty,
-            Ok(ShareCheck::Share) => self.store_share(record).await,
-            Ok(ShareCheck::Block) => self.block(record, header).await,
+            ShareCheck::MixMismatch => Verdict::MixMismatch,
+            ShareCheck::LowDifficulty => Verdict::LowDifficulty,
+            ShareCheck::Share => self.store_share(record).await,
+            ShareCheck::Block => self.block(record, header, share_target).await,
         }
     }
 
@@ -180,7 +247,7 @@ impl Pipeline {
         }
     }
 
-    async fn block(&self, record: ShareRecord, header: HeaderInfo) -> Verdict {
+    async fn block(&self, record: ShareRecord, header: HeaderInfo, share_target: U256) -> Verdict {
         // A resubmitted solution must neither reach the node again nor count twice. If Redis
         // cannot say, the node still gets the block: losing a block costs more.
         match self.store.pow_exists(&record).await {
@@ -216,7 +283,7 @@ impl Pipeline {
                     }
                 }
                 // Still valid work when it meets the share target (the usual case).
-                if header.target <= self.share_target {
+                if header.target <= share_target {
                     self.store_share(record).await
                 } else {
                     Verdict::LowDifficulty

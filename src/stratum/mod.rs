@@ -4,6 +4,8 @@
 
 pub mod message;
 pub mod method;
+pub mod nicehash;
+pub mod nicehash_server;
 pub mod session;
 
 use std::net::SocketAddr;
@@ -34,6 +36,8 @@ pub struct StratumSettings {
     pub max_connections: usize,
     /// Longest accepted line in bytes.
     pub max_line_length: usize,
+    /// Per-session variable difficulty, if enabled.
+    pub vardiff: Option<crate::vardiff::VardiffConfig>,
 }
 
 /// Serves Stratum on `listener` until `shutdown`, then waits for every connection to finish
@@ -62,6 +66,10 @@ pub async fn run(listener: TcpListener, ctx: Arc<Context>, shutdown: Cancellatio
                 continue;
             }
         };
+        if !ctx.policy.on_connect(&peer.ip().to_string()) {
+            tracing::debug!(%peer, "refused by policy");
+            continue;
+        }
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             tracing::warn!(%peer, max = settings.max_connections, "connection limit reached, closing");
             continue;
@@ -108,13 +116,15 @@ async fn serve(
         stream,
         LinesCodec::new_with_max_length(settings.max_line_length),
     );
-    let mut session = Session::default();
+    let ip = peer.ip().to_string();
+    let mut session = Session::new(ip.clone(), ctx);
     let mut jobs = ctx.upstreams.subscribe();
     jobs.mark_unchanged();
     let idle = tokio::time::sleep(settings.idle_timeout);
     tokio::pin!(idle);
     // After a decode error the framed stream yields one `None` that is not EOF.
     let mut after_error = false;
+    let mut first_line = true;
     tracing::debug!(%peer, "stratum connection");
     loop {
         let item = tokio::select! {
@@ -144,11 +154,13 @@ async fn serve(
             None => break,
             Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
                 tracing::debug!(%peer, "line too long");
+                ctx.policy.on_malformed(&ip);
                 after_error = true;
                 Response::err(serde_json::Value::Null, REQUEST_TOO_LARGE)
             }
             // LinesCodec consumed the line before finding it is not UTF-8.
             Some(Err(LinesCodecError::Io(e))) if e.kind() == std::io::ErrorKind::InvalidData => {
+                ctx.policy.on_malformed(&ip);
                 after_error = true;
                 Response::err(serde_json::Value::Null, MALFORMED_REQUEST)
             }
@@ -157,15 +169,28 @@ async fn serve(
                 if line.trim().is_empty() {
                     continue;
                 }
+                let first = std::mem::take(&mut first_line);
                 match Request::parse(&line) {
+                    // An EthereumStratum/1.0.0 miner: its first message is mining.subscribe.
+                    Ok(req) if first && req.method == "mining.subscribe" => {
+                        nicehash_server::serve(conn, peer, Some(req), ctx, shutdown).await;
+                        return Ok(());
+                    }
                     Ok(req) => session.handle(ctx, req).await,
-                    Err((id, e)) => Response::err(id, e),
+                    Err((id, e)) => {
+                        ctx.policy.on_malformed(&ip);
+                        Response::err(id, e)
+                    }
                 }
             }
         };
         idle.as_mut()
             .reset(tokio::time::Instant::now() + settings.idle_timeout);
         send(&mut conn, reply, settings.idle_timeout).await?;
+        if ctx.policy.is_banned(&ip) {
+            tracing::debug!(%peer, "banned, closing");
+            break;
+        }
     }
     Ok(())
 }

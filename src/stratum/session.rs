@@ -3,19 +3,56 @@
 
 use serde_json::Value;
 
-use super::message::{Request, Response, BLACKLISTED, METHOD_NOT_FOUND, NOT_SUBSCRIBED};
+use super::message::{
+    Request, Response, BLACKLISTED, INVALID_PARAMS, METHOD_NOT_FOUND, NOT_SUBSCRIBED,
+};
 use super::method::{is_worker, Method, DEFAULT_WORKER};
+use crate::ethash::target::target_hex;
+use crate::pipeline::{share_target, Submit};
 use crate::proxy::Context;
+use crate::stratum::message::ErrorReply;
+use crate::vardiff::SessionDiff;
 
 /// Per-connection state.
 #[derive(Clone, Debug, Default)]
 pub struct Session {
+    ip: String,
     login: Option<String>,
     worker: String,
     last_job: Option<[u8; 32]>,
+    /// Vardiff state and when the session started, if vardiff is on.
+    diff: Option<(SessionDiff, tokio::time::Instant)>,
 }
 
 impl Session {
+    /// A session for a miner at `ip` (the policy's key).
+    pub fn new(ip: String, ctx: &Context) -> Self {
+        let diff = ctx.stratum.vardiff.clone().map(|c| {
+            (
+                SessionDiff::new(c, ctx.pipeline.difficulty(), std::time::Duration::ZERO),
+                tokio::time::Instant::now(),
+            )
+        });
+        Self {
+            ip,
+            diff,
+            ..Self::default()
+        }
+    }
+
+    /// The getWork result for this session: with vardiff, the target of the difficulty this
+    /// header is issued at.
+    fn work(&mut self, ctx: &Context) -> Result<([u8; 32], Value), ErrorReply> {
+        let (header, mut work) = ctx.work()?;
+        if let Some((diff, start)) = &mut self.diff {
+            let d = diff.issue(header, start.elapsed());
+            if d != ctx.pipeline.difficulty() {
+                work[2] = Value::from(target_hex(share_target(d)));
+            }
+        }
+        Ok((header, work))
+    }
+
     /// The login, once `eth_submitLogin` succeeded.
     pub fn login(&self) -> Option<&str> {
         self.login.as_deref()
@@ -25,11 +62,16 @@ impl Session {
     pub async fn handle(&mut self, ctx: &Context, req: Request) -> Response {
         let method = match Method::parse(&req) {
             Ok(m) => m,
-            Err(e) => return Response::err(req.id, e),
+            Err(e) => {
+                if e == INVALID_PARAMS {
+                    ctx.policy.on_malformed(&self.ip);
+                }
+                return Response::err(req.id, e);
+            }
         };
         let result = match method {
             Method::SubmitLogin { login, worker } => {
-                if ctx.is_blacklisted(&login) {
+                if !ctx.policy.on_login(&login, &self.ip) {
                     Err(BLACKLISTED)
                 } else {
                     self.worker = worker
@@ -40,7 +82,7 @@ impl Session {
                     Ok(Value::Bool(true))
                 }
             }
-            Method::GetWork => ctx.work().map(|(header, reply)| {
+            Method::GetWork => self.work(ctx).map(|(header, reply)| {
                 self.last_job = Some(header);
                 reply
             }),
@@ -53,14 +95,29 @@ impl Session {
                         .as_deref()
                         .filter(|w| is_worker(w))
                         .unwrap_or(&self.worker);
-                    ctx.pipeline
-                        .submit_params(login, worker, &params)
-                        .await
-                        .reply()
+                    let verdict = match &mut self.diff {
+                        None => ctx.pipeline.submit_params(login, worker, &params).await,
+                        Some((diff, _)) => {
+                            let d = Submit::from_params(&params)
+                                .map_or(ctx.pipeline.difficulty(), |s| diff.for_share(&s.header));
+                            let v = ctx
+                                .pipeline
+                                .submit_params_at(login, worker, &params, d)
+                                .await;
+                            if v.is_valid() {
+                                diff.record_share();
+                            }
+                            v
+                        }
+                    };
+                    ctx.policy.share_reply(&self.ip, verdict)
                 }
             },
             Method::SubmitHashrate => Ok(Value::Bool(true)),
-            Method::Unknown(_) => Err(METHOD_NOT_FOUND),
+            Method::Unknown(_) => {
+                ctx.policy.on_malformed(&self.ip);
+                Err(METHOD_NOT_FOUND)
+            }
         };
         Response::from_result(req.id, result)
     }
@@ -69,7 +126,7 @@ impl Session {
     /// that header yet.
     pub fn job_push(&mut self, ctx: &Context) -> Option<Response> {
         self.login.as_ref()?;
-        let (header, work) = ctx.work().ok()?;
+        let (header, work) = self.work(ctx).ok()?;
         if self.last_job == Some(header) {
             return None;
         }

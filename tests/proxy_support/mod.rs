@@ -121,6 +121,7 @@ impl TestProxy {
                 stratum: Some(stratum),
                 http: Some(http),
                 metrics: Some(metrics),
+                ..Listeners::default()
             },
             checked,
             shutdown.clone(),
