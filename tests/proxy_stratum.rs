@@ -382,3 +382,54 @@ async fn connection_cap_and_idle_timeout() {
     assert!(c.call("eth_getWork", json!([])).await["result"].is_array());
     proxy.stop().await;
 }
+
+/// Requests sent back to back are checked together but answered in the order they were sent,
+/// whatever their kind; a duplicate within the burst is caught.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_answered_in_order() {
+    let dev = Devnet::start(HARD_BLOCK).await;
+    let redis = common::RedisServer::start();
+    let proxy = TestProxy::start(test_config(&[&dev], &redis), redis).await;
+    let mut c = proxy.client().await;
+    c.login().await;
+    c.wait_work().await;
+    let w = dev.handle.work();
+    let shares = proxy_support::grind_many(w.number, w.header, HARD_BLOCK, 40);
+    let mut burst = String::new();
+    let mut expect = Vec::new();
+    for (i, share) in shares.iter().enumerate() {
+        let id = 1000 + i as u64;
+        let req = match i {
+            // A getWork, an unknown method and a duplicate of share 0 between the shares.
+            10 => json!({"id": id, "jsonrpc": "2.0", "method": "eth_getWork", "params": []}),
+            20 => json!({"id": id, "jsonrpc": "2.0", "method": "eth_bogus", "params": []}),
+            30 => json!({"id": id, "jsonrpc": "2.0", "method": "eth_submitWork",
+                         "params": shares[0]}),
+            _ => json!({"id": id, "jsonrpc": "2.0", "method": "eth_submitWork", "params": share}),
+        };
+        expect.push((id, i));
+        burst.push_str(&format!("{req}\n"));
+    }
+    c.send_raw(burst.as_bytes()).await;
+    let mut got = Vec::new();
+    while got.len() < expect.len() {
+        let r = c.read().await.expect("reply");
+        if r["id"] == json!(0) {
+            continue; // a job push
+        }
+        got.push(r);
+    }
+    for ((id, i), r) in expect.iter().zip(&got) {
+        assert_eq!(r["id"], json!(id), "replies out of order: {r}");
+        match i {
+            10 => assert_eq!(r["result"][0], json!(to_hex(&w.header)), "{r}"),
+            20 => assert_eq!(code(r), -3, "{r}"),
+            30 => assert_eq!(code(r), 22, "duplicate: {r}"),
+            _ => assert_eq!(r["result"], json!(true), "{r}"),
+        }
+    }
+    let mut con = proxy.redis.con();
+    let round: i64 = con.hget("eth:shares:roundCurrent", LOGIN).expect("round");
+    assert_eq!(round, 37 * SHARE_DIFF as i64);
+    proxy.stop().await;
+}

@@ -1,7 +1,8 @@
 //! The Stratum front end (EthProxy dialect: newline-delimited JSON-RPC over TCP): the accept
-//! loop with a connection cap, and each connection's read/answer/push loop with a line-length
-//! limit and an idle timeout.
+//! loop with a connection cap, and each connection's loop of requests, pipelined share checks
+//! and job pushes (the socket side is in [`conn`]).
 
+pub mod conn;
 pub mod message;
 pub mod method;
 pub mod nicehash;
@@ -12,17 +13,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::timeout;
-use tokio_util::codec::{Framed, LinesCodec, LinesCodecError};
+use tokio_util::codec::{Framed, LinesCodec};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::proxy::Context;
+use conn::{BadLine, Conn, ConnError, Event};
 use message::{Request, Response, MALFORMED_REQUEST, REQUEST_TOO_LARGE};
-use session::Session;
+use session::{Session, ShareDone, Step};
 
 /// How long shutdown waits for connections to finish their request in hand.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -92,18 +94,8 @@ pub async fn run(listener: TcpListener, ctx: Arc<Context>, shutdown: Cancellatio
     }
 }
 
-/// Errors that end one connection.
-#[derive(Debug, thiserror::Error)]
-enum ConnError {
-    /// Reading failed.
-    #[error(transparent)]
-    Lines(#[from] LinesCodecError),
-    /// The miner does not read its replies.
-    #[error("write timed out")]
-    WriteTimeout,
-}
-
-/// One connection until EOF, idle timeout, an I/O error or shutdown.
+/// One connection until EOF, idle timeout, an I/O error or shutdown; answers still in flight
+/// then are finished and written (within [`DRAIN_TIMEOUT`]).
 async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
@@ -112,97 +104,93 @@ async fn serve(
 ) -> Result<(), ConnError> {
     let _ = stream.set_nodelay(true);
     let settings = &ctx.stratum;
-    let mut conn = Framed::new(
+    let framed = Framed::new(
         stream,
         LinesCodec::new_with_max_length(settings.max_line_length),
     );
+    let mut conn = Conn::new(framed, ctx.upstreams.subscribe(), settings.idle_timeout);
     let ip = peer.ip().to_string();
     let mut session = Session::new(ip.clone(), ctx);
-    let mut jobs = ctx.upstreams.subscribe();
-    jobs.mark_unchanged();
-    let idle = tokio::time::sleep(settings.idle_timeout);
-    tokio::pin!(idle);
-    // After a decode error the framed stream yields one `None` that is not EOF.
-    let mut after_error = false;
     let mut first_line = true;
     tracing::debug!(%peer, "stratum connection");
-    loop {
-        let item = tokio::select! {
-            // Shutdown first: stop taking requests at once, even with lines buffered.
-            biased;
-            () = shutdown.cancelled() => break,
-            () = &mut idle => {
-                tracing::debug!(%peer, "idle timeout");
-                break;
-            }
-            changed = jobs.changed() => {
-                if changed.is_err() {
-                    break;
-                }
+    let why = loop {
+        match conn.next(shutdown).await {
+            Event::Close(why) => break why,
+            Event::NewWork => {
+                // Queued behind earlier answers: a push never overtakes a getWork reply.
                 if let Some(push) = session.job_push(ctx) {
-                    send(&mut conn, push, settings.idle_timeout).await?;
+                    conn.answer_now(Answer::Now(push));
                 }
-                continue;
             }
-            item = conn.next() => item,
-        };
-        let reply = match item {
-            None if after_error => {
-                after_error = false;
-                continue;
-            }
-            None => break,
-            Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
-                tracing::debug!(%peer, "line too long");
+            Event::Bad(bad) => {
                 ctx.policy.on_malformed(&ip);
-                after_error = true;
-                Response::err(serde_json::Value::Null, REQUEST_TOO_LARGE)
+                let e = match bad {
+                    BadLine::TooLarge => REQUEST_TOO_LARGE,
+                    BadLine::NotUtf8 => MALFORMED_REQUEST,
+                };
+                conn.answer_now(Answer::Now(Response::err(Value::Null, e)));
             }
-            // LinesCodec consumed the line before finding it is not UTF-8.
-            Some(Err(LinesCodecError::Io(e))) if e.kind() == std::io::ErrorKind::InvalidData => {
-                ctx.policy.on_malformed(&ip);
-                after_error = true;
-                Response::err(serde_json::Value::Null, MALFORMED_REQUEST)
-            }
-            Some(Err(e)) => return Err(e.into()),
-            Some(Ok(line)) => {
-                if line.trim().is_empty() {
-                    continue;
-                }
+            Event::Line(line) => {
                 let first = std::mem::take(&mut first_line);
                 match Request::parse(&line) {
                     // An EthereumStratum/1.0.0 miner: its first message is mining.subscribe.
                     Ok(req) if first && req.method == "mining.subscribe" => {
-                        nicehash_server::serve(conn, peer, Some(req), ctx, shutdown).await;
+                        let framed = conn.into_framed();
+                        nicehash_server::serve(framed, peer, Some(req), ctx, shutdown).await;
                         return Ok(());
                     }
-                    Ok(req) => session.handle(ctx, req).await,
+                    Ok(req) => match session.step(ctx, req) {
+                        Step::Reply(r) => conn.answer_now(Answer::Now(r)),
+                        Step::Share(job) => {
+                            conn.answer_later(async move { Answer::Share(job.run(ctx).await) });
+                        }
+                    },
                     Err((id, e)) => {
                         ctx.policy.on_malformed(&ip);
-                        Response::err(id, e)
+                        conn.answer_now(Answer::Now(Response::err(id, e)));
                     }
                 }
             }
-        };
-        idle.as_mut()
-            .reset(tokio::time::Instant::now() + settings.idle_timeout);
-        send(&mut conn, reply, settings.idle_timeout).await?;
-        if ctx.policy.is_banned(&ip) {
-            tracing::debug!(%peer, "banned, closing");
-            break;
+            Event::Done(answer) => {
+                let mut lines = vec![session.reply(ctx, answer).to_line()];
+                while let Some(a) = conn.ready_answer() {
+                    lines.push(session.reply(ctx, a).to_line());
+                }
+                conn.send(lines).await?;
+                if ctx.policy.is_banned(&ip) {
+                    tracing::debug!(%peer, "banned, closing");
+                    return Ok(());
+                }
+            }
         }
-    }
-    Ok(())
+    };
+    tracing::debug!(%peer, why, "stratum connection closing");
+    // Requests taken before the close are finished: a share being stored gets its answer.
+    let drain = async {
+        while let Some(a) = conn.next_answer().await {
+            let line = session.reply(ctx, a).to_line();
+            conn.send([line]).await?;
+        }
+        Ok::<_, ConnError>(())
+    };
+    timeout(DRAIN_TIMEOUT, drain)
+        .await
+        .unwrap_or(Err(ConnError::WriteTimeout))
 }
 
-/// Writes one line; a miner that stops reading for `limit` loses its connection.
-async fn send(
-    conn: &mut Framed<TcpStream, LinesCodec>,
-    msg: Response,
-    limit: Duration,
-) -> Result<(), ConnError> {
-    timeout(limit, conn.send(msg.to_line()))
-        .await
-        .map_err(|_| ConnError::WriteTimeout)?
-        .map_err(ConnError::from)
+/// An answer in flight on an EthProxy connection.
+enum Answer {
+    /// Ready.
+    Now(Response),
+    /// A judged share.
+    Share(ShareDone),
+}
+
+impl Session {
+    fn reply(&mut self, ctx: &Context, a: Answer) -> Response {
+        match a {
+            Answer::Now(r) => r,
+            Answer::Share(done) => self.finish(ctx, done),
+        }
+    }
 }

@@ -7,15 +7,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::timeout;
-use tokio_util::codec::{Framed, LinesCodec, LinesCodecError};
+use tokio_util::codec::{Framed, LinesCodec};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::conn::{BadLine, Conn, ConnError, Event as ConnEvent};
 use super::message::Request;
 use super::nicehash::{error, share_reply, Event, NiceHashSession, Work};
 use crate::hexutil::parse_h256;
@@ -26,14 +26,6 @@ use crate::proxy::Context;
 pub const EXTRANONCE_BYTES: u8 = 2;
 
 /// Errors that end one connection.
-#[derive(Debug, thiserror::Error)]
-enum ConnError {
-    #[error(transparent)]
-    Lines(#[from] LinesCodecError),
-    #[error("write timed out")]
-    WriteTimeout,
-}
-
 /// Serves EthereumStratum/1.0.0 on `listener` until `shutdown`, with the Stratum section's
 /// limits, then waits (up to the drain timeout) for connections to finish.
 pub async fn run(listener: TcpListener, ctx: Arc<Context>, shutdown: CancellationToken) {
@@ -88,8 +80,10 @@ fn work(ctx: &Context) -> Option<Work> {
 
 /// Serves one EthereumStratum/1.0.0 connection; `first` is a request already read (a session
 /// detected on the EthProxy port from its first message).
+/// Serves one EthereumStratum/1.0.0 connection (`first`: a request already read, when the
+/// dialect was detected on the EthProxy port).
 pub async fn serve(
-    mut conn: Framed<TcpStream, LinesCodec>,
+    framed: Framed<TcpStream, LinesCodec>,
     peer: SocketAddr,
     first: Option<Request>,
     ctx: &Context,
@@ -103,97 +97,96 @@ pub async fn serve(
     if let Some(v) = ctx.stratum.vardiff.clone() {
         session = session.with_vardiff(v, Duration::ZERO);
     }
-    if let Err(e) = session_loop(&mut conn, peer, session, first, ctx, shutdown).await {
+    let conn = Conn::new(framed, ctx.upstreams.subscribe(), ctx.stratum.idle_timeout);
+    if let Err(e) = session_loop(conn, peer, session, first, ctx, shutdown).await {
         tracing::debug!(%peer, "nicehash connection: {e}");
     }
 }
 
-async fn session_loop(
-    conn: &mut Framed<TcpStream, LinesCodec>,
-    peer: SocketAddr,
-    mut session: NiceHashSession,
-    mut first: Option<Request>,
-    ctx: &Context,
-    shutdown: &CancellationToken,
-) -> Result<(), ConnError> {
-    let settings = &ctx.stratum;
-    let ip = peer.ip().to_string();
-    let started = tokio::time::Instant::now();
-    let mut jobs = ctx.upstreams.subscribe();
-    jobs.mark_unchanged();
-    let idle = tokio::time::sleep(settings.idle_timeout);
-    tokio::pin!(idle);
-    let mut after_error = false;
-    loop {
-        if let Some(req) = first.take() {
-            for line in answer(&mut session, ctx, &ip, req, started.elapsed()).await {
-                send(conn, line, settings.idle_timeout).await?;
-            }
-            continue;
-        }
-        let item = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break,
-            () = &mut idle => break,
-            changed = jobs.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-                if let Some(w) = work(ctx) {
-                    for line in session.job(w, started.elapsed()) {
-                        send(conn, line, settings.idle_timeout).await?;
-                    }
-                }
-                continue;
-            }
-            item = conn.next() => item,
-        };
-        let lines = match item {
-            None if after_error => {
-                after_error = false;
-                continue;
-            }
-            None => break,
-            Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
-                ctx.policy.on_malformed(&ip);
-                after_error = true;
-                vec![error(Value::Null, 20, "Request too large")]
-            }
-            Some(Err(LinesCodecError::Io(e))) if e.kind() == std::io::ErrorKind::InvalidData => {
-                ctx.policy.on_malformed(&ip);
-                after_error = true;
-                vec![error(Value::Null, 20, "Malformed request")]
-            }
-            Some(Err(e)) => return Err(e.into()),
-            Some(Ok(line)) if line.trim().is_empty() => continue,
-            Some(Ok(line)) => match Request::parse(&line) {
-                Err((id, _)) => {
-                    ctx.policy.on_malformed(&ip);
-                    vec![error(id, 20, "Malformed request")]
-                }
-                Ok(req) => answer(&mut session, ctx, &ip, req, started.elapsed()).await,
-            },
-        };
-        idle.as_mut()
-            .reset(tokio::time::Instant::now() + settings.idle_timeout);
-        for line in lines {
-            send(conn, line, settings.idle_timeout).await?;
-        }
-        if ctx.policy.is_banned(&ip) {
-            break;
-        }
-    }
-    Ok(())
+/// An answer in flight on a NiceHash connection.
+enum Answer {
+    /// Ready lines.
+    Lines(Vec<String>),
+    /// A judged share.
+    Share { id: Value, verdict: Verdict },
 }
 
-async fn answer(
+async fn session_loop<'a>(
+    mut conn: Conn<'a, Answer>,
+    peer: SocketAddr,
+    mut session: NiceHashSession,
+    first: Option<Request>,
+    ctx: &'a Context,
+    shutdown: &CancellationToken,
+) -> Result<(), ConnError> {
+    let ip = peer.ip().to_string();
+    let started = tokio::time::Instant::now();
+    if let Some(req) = first {
+        take(&mut conn, &mut session, ctx, &ip, req, started.elapsed());
+    }
+    let why = loop {
+        match conn.next(shutdown).await {
+            ConnEvent::Close(why) => break why,
+            ConnEvent::NewWork => {
+                // Queued behind earlier answers: a push never overtakes an authorize reply.
+                if let Some(w) = work(ctx) {
+                    let lines = session.job(w, started.elapsed());
+                    if !lines.is_empty() {
+                        conn.answer_now(Answer::Lines(lines));
+                    }
+                }
+            }
+            ConnEvent::Bad(bad) => {
+                ctx.policy.on_malformed(&ip);
+                let message = match bad {
+                    BadLine::TooLarge => "Request too large",
+                    BadLine::NotUtf8 => "Malformed request",
+                };
+                conn.answer_now(Answer::Lines(vec![error(Value::Null, 20, message)]));
+            }
+            ConnEvent::Line(line) => match Request::parse(&line) {
+                Err((id, _)) => {
+                    ctx.policy.on_malformed(&ip);
+                    conn.answer_now(Answer::Lines(vec![error(id, 20, "Malformed request")]));
+                }
+                Ok(req) => take(&mut conn, &mut session, ctx, &ip, req, started.elapsed()),
+            },
+            ConnEvent::Done(a) => {
+                let mut lines = reply(&mut session, ctx, &ip, a);
+                while let Some(a) = conn.ready_answer() {
+                    lines.extend(reply(&mut session, ctx, &ip, a));
+                }
+                conn.send(lines).await?;
+                if ctx.policy.is_banned(&ip) {
+                    return Ok(());
+                }
+            }
+        }
+    };
+    tracing::debug!(%peer, why, "nicehash connection closing");
+    // Requests taken before the close are finished: a share being stored gets its answer.
+    let drain = async {
+        while let Some(a) = conn.next_answer().await {
+            let lines = reply(&mut session, ctx, &ip, a);
+            conn.send(lines).await?;
+        }
+        Ok::<_, ConnError>(())
+    };
+    timeout(super::DRAIN_TIMEOUT, drain)
+        .await
+        .unwrap_or(Err(ConnError::WriteTimeout))
+}
+
+/// Takes one request: answered at once, or a share queued for the pipeline.
+fn take<'a>(
+    conn: &mut Conn<'a, Answer>,
     session: &mut NiceHashSession,
-    ctx: &Context,
+    ctx: &'a Context,
     ip: &str,
     req: Request,
     now: Duration,
-) -> Vec<String> {
-    match session.handle(req) {
+) {
+    let lines = match session.handle(req) {
         Event::Reply { lines, malformed } => {
             if malformed {
                 ctx.policy.on_malformed(ip);
@@ -208,43 +201,49 @@ async fn answer(
             }
         }
         Event::Submit(share) => {
-            let verdict = match share.header {
-                // Unknown or expired job id.
-                None => {
-                    ctx.pipeline.counters().record(Verdict::Stale);
-                    Verdict::Stale
+            conn.answer_later(async move {
+                let verdict = match share.header {
+                    // Unknown or expired job id.
+                    None => {
+                        ctx.pipeline.counters().record(Verdict::Stale);
+                        Verdict::Stale
+                    }
+                    Some(header) => {
+                        ctx.pipeline
+                            .submit_nonce_at(
+                                &share.login,
+                                &share.worker,
+                                share.nonce,
+                                header,
+                                share.difficulty,
+                            )
+                            .await
+                    }
+                };
+                Answer::Share {
+                    id: share.id,
+                    verdict,
                 }
-                Some(header) => {
-                    ctx.pipeline
-                        .submit_nonce_at(
-                            &share.login,
-                            &share.worker,
-                            share.nonce,
-                            header,
-                            share.difficulty,
-                        )
-                        .await
-                }
-            };
+            });
+            return;
+        }
+    };
+    conn.answer_now(Answer::Lines(lines));
+}
+
+/// The lines for a finished answer; a share's verdict goes to vardiff and the policy first.
+fn reply(session: &mut NiceHashSession, ctx: &Context, ip: &str, a: Answer) -> Vec<String> {
+    match a {
+        Answer::Lines(lines) => lines,
+        Answer::Share { id, verdict } => {
             session.record(verdict);
             let line = match ctx.policy.share_reply(ip, verdict) {
-                Ok(_) => share_reply(share.id, verdict),
-                Err(e) => error(share.id, e.code, e.message),
+                Ok(_) => share_reply(id, verdict),
+                Err(e) => error(id, e.code, e.message),
             };
             vec![line]
         }
     }
-}
-
-async fn send(
-    conn: &mut Framed<TcpStream, LinesCodec>,
-    line: String,
-    limit: Duration,
-) -> Result<(), ConnError> {
-    timeout(limit, conn.send(line))
-        .await
-        .map_err(|_| ConnError::WriteTimeout)?
-        .map_err(ConnError::from)
 }
 
 #[cfg(test)]

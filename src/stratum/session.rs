@@ -58,15 +58,17 @@ impl Session {
         self.login.as_deref()
     }
 
-    /// Answers one request.
-    pub async fn handle(&mut self, ctx: &Context, req: Request) -> Response {
+    /// Answers one request: at once, or, for a share, with a [`ShareJob`] to run through the
+    /// pipeline and hand back to [`Session::finish`]. Session state changes here, in request
+    /// order, so a connection may run several share jobs at once.
+    pub fn step(&mut self, ctx: &Context, req: Request) -> Step {
         let method = match Method::parse(&req) {
             Ok(m) => m,
             Err(e) => {
                 if e == INVALID_PARAMS {
                     ctx.policy.on_malformed(&self.ip);
                 }
-                return Response::err(req.id, e);
+                return Step::Reply(Response::err(req.id, e));
             }
         };
         let result = match method {
@@ -95,22 +97,17 @@ impl Session {
                         .as_deref()
                         .filter(|w| is_worker(w))
                         .unwrap_or(&self.worker);
-                    let verdict = match &mut self.diff {
-                        None => ctx.pipeline.submit_params(login, worker, &params).await,
-                        Some((diff, _)) => {
-                            let d = Submit::from_params(&params)
-                                .map_or(ctx.pipeline.difficulty(), |s| diff.for_share(&s.header));
-                            let v = ctx
-                                .pipeline
-                                .submit_params_at(login, worker, &params, d)
-                                .await;
-                            if v.is_valid() {
-                                diff.record_share();
-                            }
-                            v
-                        }
-                    };
-                    ctx.policy.share_reply(&self.ip, verdict)
+                    let difficulty = self.diff.as_ref().map(|(diff, _)| {
+                        Submit::from_params(&params)
+                            .map_or(ctx.pipeline.difficulty(), |s| diff.for_share(&s.header))
+                    });
+                    return Step::Share(ShareJob {
+                        id: req.id,
+                        login: login.clone(),
+                        worker: worker.to_string(),
+                        params,
+                        difficulty,
+                    });
                 }
             },
             Method::SubmitHashrate => Ok(Value::Bool(true)),
@@ -119,7 +116,28 @@ impl Session {
                 Err(METHOD_NOT_FOUND)
             }
         };
-        Response::from_result(req.id, result)
+        Step::Reply(Response::from_result(req.id, result))
+    }
+
+    /// The reply to a share once the pipeline has judged it.
+    pub fn finish(&mut self, ctx: &Context, done: ShareDone) -> Response {
+        if done.verdict.is_valid() {
+            if let Some((diff, _)) = &mut self.diff {
+                diff.record_share();
+            }
+        }
+        Response::from_result(done.id, ctx.policy.share_reply(&self.ip, done.verdict))
+    }
+
+    /// Answers one request, waiting for the pipeline if it is a share.
+    pub async fn handle(&mut self, ctx: &Context, req: Request) -> Response {
+        match self.step(ctx, req) {
+            Step::Reply(r) => r,
+            Step::Share(job) => {
+                let done = job.run(ctx).await;
+                self.finish(ctx, done)
+            }
+        }
     }
 
     /// The job push for the current template, if this session is logged in and has not seen
@@ -133,4 +151,46 @@ impl Session {
         self.last_job = Some(header);
         Some(Response::ok(Value::from(0), work))
     }
+}
+
+/// What a request needs.
+#[derive(Debug)]
+pub enum Step {
+    /// This reply, now.
+    Reply(Response),
+    /// A share to check; its reply comes from [`Session::finish`].
+    Share(ShareJob),
+}
+
+/// An `eth_submitWork` taken from a logged-in session, owning what the pipeline needs.
+#[derive(Debug)]
+pub struct ShareJob {
+    id: Value,
+    login: String,
+    worker: String,
+    params: Value,
+    /// The vardiff difficulty the share was issued at; None: the pool's.
+    difficulty: Option<u64>,
+}
+
+impl ShareJob {
+    /// Runs the share through the pipeline (verification and storage).
+    pub async fn run(self, ctx: &Context) -> ShareDone {
+        let p = &ctx.pipeline;
+        let d = self.difficulty.unwrap_or_else(|| p.difficulty());
+        let verdict = p
+            .submit_params_at(&self.login, &self.worker, &self.params, d)
+            .await;
+        ShareDone {
+            id: self.id,
+            verdict,
+        }
+    }
+}
+
+/// A judged share, for [`Session::finish`].
+#[derive(Debug)]
+pub struct ShareDone {
+    id: Value,
+    verdict: crate::pipeline::Verdict,
 }

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The load goal of the production-readiness issue, on one machine: a local redis-server, the
+# embedded dev chain, the release proxy with the CPU verifier over the full DAG, then
+# `dagproxy loadgen` for LT_SECONDS at LT_RATE shares/s over LT_CONNECTIONS connections.
+# Prints loadgen's JSON report (accepted_per_s, p50_ms, p99_ms, acknowledged, found_in_redis,
+# lost). Environment: LT_RATE (20000), LT_SECONDS (60), LT_CONNECTIONS (200), LT_INVALID (0),
+# LT_VERIFIER (cpu), LT_DIALECT (ethproxy | nicehash), LT_REDIS_PORT, LT_NODE_PORT,
+# LT_STRATUM_PORT, LT_NICEHASH_PORT, LT_DIFFICULTY (2: the share bank of precomputed valid shares
+# fills fast; the proxy still runs one full hashimoto per share).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rate=${LT_RATE:-20000}
+seconds=${LT_SECONDS:-60}
+conns=${LT_CONNECTIONS:-200}
+invalid=${LT_INVALID:-0}
+verifier=${LT_VERIFIER:-cpu}
+dialect=${LT_DIALECT:-ethproxy}
+redis_port=${LT_REDIS_PORT:-6391}
+node_port=${LT_NODE_PORT:-18546}
+stratum_port=${LT_STRATUM_PORT:-18009}
+nicehash_port=${LT_NICEHASH_PORT:-18010}
+work=.loadtest
+mkdir -p "$work"
+
+[ -x target/release/dagproxy ] && [ -z "${LT_REBUILD:-}" ] || cargo build --release --locked
+bin=target/release/dagproxy
+
+pids=()
+cleanup() {
+  trap - INT TERM EXIT
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+trap cleanup INT TERM EXIT
+
+redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
+  >"$work/redis.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+redis-cli -p "$redis_port" flushall >/dev/null
+
+# No new heights during the run (block-time 0, difficulty far above what the shares reach),
+# so every valid share stays valid.
+"$bin" devnet --listen "127.0.0.1:$node_port" --chain test --difficulty 0xffffffffffffffff \
+  --block-time 0 >"$work/devnet.log" 2>&1 &
+pids+=($!)
+sleep 0.3
+
+RUST_LOG=${RUST_LOG:-warn} "$bin" proxy --chain test --verifier "$verifier" \
+  --upstream "http://127.0.0.1:$node_port" --redis "redis://127.0.0.1:$redis_port/0" \
+  --stratum "127.0.0.1:$stratum_port" --stratum-nicehash "127.0.0.1:$nicehash_port" \
+  --http off --difficulty "${LT_DIFFICULTY:-2}" >"$work/proxy.log" 2>&1 &
+proxy=$!
+pids=("$proxy" "${pids[@]}")
+port=$stratum_port
+[ "$dialect" = nicehash ] && port=$nicehash_port
+for _ in $(seq 100); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+  sleep 0.1
+done
+
+"$bin" loadgen --stratum "127.0.0.1:$port" --redis "redis://127.0.0.1:$redis_port/0" \
+  --connections "$conns" --seconds "$seconds" --rate "$rate" --invalid "$invalid" --json
