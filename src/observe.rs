@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 
 use crate::pipeline::Verdict;
 use crate::proxy::Context;
+use crate::stratum::Dialect;
 use crate::verify::Verifier;
 
 pub use histogram::Histogram;
@@ -171,13 +172,23 @@ impl Observe {
             "gauge",
             "Epochs the verifier holds, by mode: full (dataset ready), building, light.",
         );
-        for r in self.verifier.resident() {
+        let resident = self.verifier.resident();
+        for r in &resident {
             let epoch = r.epoch.to_string();
             m.sample(
                 "dagproxy_dag_epoch",
                 &[("epoch", &epoch), ("mode", r.mode)],
                 1,
             );
+        }
+        m.family(
+            "dagproxy_dag_progress",
+            "gauge",
+            "Share of each resident epoch's dataset generated, 0 to 1 (0 on the light path).",
+        );
+        for r in &resident {
+            let epoch = r.epoch.to_string();
+            m.sample_f64("dagproxy_dag_progress", &[("epoch", &epoch)], r.progress);
         }
 
         let up = &self.ctx.upstreams;
@@ -219,12 +230,15 @@ impl Observe {
         );
         let difficulty = template.as_ref().map_or(0.0, |t| f64::from(t.difficulty));
         m.sample_f64("dagproxy_template_difficulty", &[], difficulty);
-        m.one(
+        m.family(
             "dagproxy_stratum_sessions",
             "gauge",
-            "Open Stratum connections (each one watches for new jobs).",
-            up.subscribers() as u64,
+            "Open Stratum sessions by dialect (ethproxy, ethereumstratum).",
         );
+        for d in Dialect::ALL {
+            let n = self.ctx.sessions.count(d);
+            m.sample("dagproxy_stratum_sessions", &[("dialect", d.name())], n);
+        }
         m.one(
             "dagproxy_share_difficulty",
             "gauge",
@@ -260,7 +274,11 @@ impl Observe {
             "sick": up.is_sick(),
             "backend": self.verifier.backend(),
             "dag": self.verifier.resident(),
-            "sessions": up.subscribers(),
+            "sessions": Dialect::ALL.iter().map(|d| self.ctx.sessions.count(*d)).sum::<u64>(),
+            "sessionsByDialect": Dialect::ALL
+                .iter()
+                .map(|d| (d.name().to_string(), json!(self.ctx.sessions.count(*d))))
+                .collect::<serde_json::Map<_, _>>(),
             "shares": shares,
             "ready": self.not_ready().is_none(),
             "uptime": self.started.elapsed().as_secs(),

@@ -66,6 +66,8 @@ pub struct Context {
     pub policy: Arc<Policy>,
     /// EthereumStratum/1.0.0 extranonces, unique across both Stratum ports.
     pub extranonces: Arc<crate::stratum::nicehash::ExtranonceAllocator>,
+    /// Open Stratum sessions by dialect.
+    pub sessions: crate::stratum::Sessions,
     share_target_hex: String,
 }
 
@@ -88,6 +90,7 @@ impl Context {
             extranonces: crate::stratum::nicehash::ExtranonceAllocator::new(
                 crate::stratum::nicehash_server::EXTRANONCE_BYTES,
             ),
+            sessions: crate::stratum::Sessions::default(),
             share_target_hex,
         }
     }

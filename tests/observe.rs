@@ -100,7 +100,13 @@ async fn health_metrics_and_stats_follow_the_proxy() {
     assert_eq!(at("dagproxy_shares_total{verdict=\"low_difficulty\"}"), 1.0);
     assert_eq!(at("dagproxy_shares_total{verdict=\"stale\"}"), 0.0);
     assert_eq!(at("dagproxy_blocks_found_total"), 0.0);
-    assert_eq!(at("dagproxy_stratum_sessions"), 1.0);
+    assert_eq!(at("dagproxy_stratum_sessions{dialect=\"ethproxy\"}"), 1.0);
+    assert_eq!(
+        at("dagproxy_stratum_sessions{dialect=\"ethereumstratum\"}"),
+        0.0
+    );
+    // cpu-light holds no dataset: the light path, nothing generated.
+    assert_eq!(at("dagproxy_dag_progress{epoch=\"0\"}"), 0.0);
     assert_eq!(at("dagproxy_template_height"), work.number as f64);
     assert_eq!(at("dagproxy_template_difficulty"), HARD_BLOCK as f64);
     assert_eq!(at("dagproxy_verifier_ready"), 1.0);
@@ -140,6 +146,7 @@ async fn health_metrics_and_stats_follow_the_proxy() {
     assert_eq!(stats["upstream"], json!("dev0"));
     assert_eq!(stats["backend"], json!("cpu-light"));
     assert_eq!(stats["sessions"], json!(1));
+    assert_eq!(stats["sessionsByDialect"]["ethproxy"], json!(1));
     assert_eq!(stats["shares"]["valid"], json!(1));
     assert_eq!(stats["shares"]["low_difficulty"], json!(1));
     assert_eq!(stats["ready"], json!(true));
@@ -162,7 +169,8 @@ async fn health_metrics_and_stats_follow_the_proxy() {
     drop(c);
     let mut sessions = f64::NAN;
     for _ in 0..200 {
-        sessions = samples(&get(&format!("{base}/metrics")).await.1)["dagproxy_stratum_sessions"];
+        sessions = samples(&get(&format!("{base}/metrics")).await.1)
+            ["dagproxy_stratum_sessions{dialect=\"ethproxy\"}"];
         if sessions == 0.0 {
             break;
         }

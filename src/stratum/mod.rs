@@ -10,6 +10,7 @@ pub mod nicehash_server;
 pub mod session;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +29,55 @@ use session::{Session, ShareDone, Step};
 
 /// How long shutdown waits for connections to finish their request in hand.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A Stratum dialect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// EthProxy (`eth_submitLogin`, `eth_getWork`, `eth_submitWork`).
+    EthProxy,
+    /// EthereumStratum/1.0.0 (NiceHash).
+    EthereumStratum,
+}
+
+impl Dialect {
+    /// Both, for reports.
+    pub const ALL: [Dialect; 2] = [Dialect::EthProxy, Dialect::EthereumStratum];
+
+    /// Name in metrics and stats.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::EthProxy => "ethproxy",
+            Dialect::EthereumStratum => "ethereumstratum",
+        }
+    }
+}
+
+/// Open Stratum sessions by dialect.
+#[derive(Debug, Default)]
+pub struct Sessions([AtomicU64; 2]);
+
+impl Sessions {
+    /// Counts a session of `dialect` until the guard drops.
+    pub fn open(&self, dialect: Dialect) -> SessionGuard<'_> {
+        self.0[dialect as usize].fetch_add(1, Ordering::Relaxed);
+        SessionGuard(&self.0[dialect as usize])
+    }
+
+    /// Sessions of `dialect` open now.
+    pub fn count(&self, dialect: Dialect) -> u64 {
+        self.0[dialect as usize].load(Ordering::Relaxed)
+    }
+}
+
+/// Keeps one session counted.
+#[derive(Debug)]
+pub struct SessionGuard<'a>(&'a AtomicU64);
+
+impl Drop for SessionGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// Stratum limits.
 #[derive(Clone, Debug)]
@@ -112,6 +162,7 @@ async fn serve(
     let ip = peer.ip().to_string();
     let mut session = Session::new(ip.clone(), ctx);
     let mut first_line = true;
+    let open = ctx.sessions.open(Dialect::EthProxy);
     tracing::debug!(%peer, "stratum connection");
     let why = loop {
         match conn.next(shutdown).await {
@@ -135,6 +186,7 @@ async fn serve(
                 match Request::parse(&line) {
                     // An EthereumStratum/1.0.0 miner: its first message is mining.subscribe.
                     Ok(req) if first && req.method == "mining.subscribe" => {
+                        drop(open);
                         let framed = conn.into_framed();
                         nicehash_server::serve(framed, peer, Some(req), ctx, shutdown).await;
                         return Ok(());

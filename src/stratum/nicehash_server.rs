@@ -89,6 +89,7 @@ pub async fn serve(
     ctx: &Context,
     shutdown: &CancellationToken,
 ) {
+    let _open = ctx.sessions.open(super::Dialect::EthereumStratum);
     let Some(extranonce) = ctx.extranonces.allocate() else {
         tracing::warn!(%peer, "no extranonce left, closing");
         return;

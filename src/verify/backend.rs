@@ -12,6 +12,7 @@ use crate::ethash::{
 };
 
 use super::VerifyError;
+use crate::ethash::progress::Progress;
 
 /// Light caches by epoch, shared by whichever backend is active (so a fallback reuses them).
 /// Caches for prepared epochs are built on their own threads, so the worker keeps answering.
@@ -82,12 +83,33 @@ impl Caches {
 }
 
 /// What a backend holds for one epoch, for status and logs.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Resident {
     /// Epoch number.
     pub epoch: u64,
     /// "full" (dataset ready), "building" (light path meanwhile) or "light".
     pub mode: &'static str,
+    /// Share of the dataset generated, 0 to 1 (1 when full; 0 on the light path).
+    pub progress: f64,
+}
+
+/// Dataset items generated so far, shared by a build thread and the backend.
+#[derive(Debug, Default)]
+struct BuildProgress {
+    done: std::sync::atomic::AtomicU64,
+    total: std::sync::atomic::AtomicU64,
+}
+
+impl BuildProgress {
+    fn fraction(&self) -> f64 {
+        use std::sync::atomic::Ordering::Relaxed;
+        let total = self.total.load(Relaxed);
+        if total == 0 {
+            0.0
+        } else {
+            self.done.load(Relaxed) as f64 / total as f64
+        }
+    }
 }
 
 /// One backend, driven by the service's worker thread.
@@ -170,6 +192,7 @@ impl Backend for CpuLight {
             .map(|i| Resident {
                 epoch: i.epoch,
                 mode: "light",
+                progress: 0.0,
             })
             .collect()
     }
@@ -177,7 +200,10 @@ impl Backend for CpuLight {
 
 #[derive(Debug)]
 enum DatasetState {
-    Building(mpsc::Receiver<Result<Arc<FullDataset>, String>>),
+    Building(
+        mpsc::Receiver<Result<Arc<FullDataset>, String>>,
+        Arc<BuildProgress>,
+    ),
     Ready(Arc<FullDataset>),
     Failed,
 }
@@ -201,7 +227,7 @@ impl Cpu {
 
     fn poll(&mut self) {
         for (info, state) in &mut self.datasets {
-            if let DatasetState::Building(rx) = state {
+            if let DatasetState::Building(rx, _) = state {
                 match rx.try_recv() {
                     Ok(Ok(ds)) => {
                         tracing::info!(epoch = info.epoch, "CPU dataset ready");
@@ -243,23 +269,34 @@ impl Backend for Cpu {
             let dir = self.data_dir.clone();
             let epoch = info.epoch;
             let info = *info;
+            let shared = Arc::new(BuildProgress::default());
+            let progress = shared.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("dag-{epoch}"))
                 .spawn(move || {
                     tracing::info!(epoch, "building CPU dataset");
                     let cache = cell.get_or_init(|| Arc::new(LightCache::new(info)));
+                    // Minutes for a real epoch: log lines (a service has no terminal) and
+                    // the fraction for metrics.
+                    let log = Progress::logging(&format!("dataset epoch {epoch}"));
+                    let report = |done: u64, total: u64| {
+                        use std::sync::atomic::Ordering::Relaxed;
+                        progress.total.store(total, Relaxed);
+                        progress.done.store(done, Relaxed);
+                        log.update(done, total);
+                    };
                     let ds = match dir {
                         Some(d) => DagStore::new(d)
-                            .load_or_generate(&chain, cache, &|_, _| {}, &|e| {
+                            .load_or_generate(&chain, cache, &report, &|e| {
                                 tracing::warn!("{e}; regenerating")
                             })
                             .map_err(|e| e.to_string()),
-                        None => Ok(FullDataset::generate(cache, &|_, _| {})),
+                        None => Ok(FullDataset::generate(cache, &report)),
                     };
                     let _ = tx.send(ds.map(Arc::new));
                 });
             let state = match spawned {
-                Ok(_) => DatasetState::Building(rx),
+                Ok(_) => DatasetState::Building(rx, shared),
                 Err(e) => {
                     tracing::error!(epoch, "cannot start dataset thread: {e}; light path");
                     DatasetState::Failed
@@ -297,13 +334,17 @@ impl Backend for Cpu {
     fn resident(&self) -> Vec<Resident> {
         self.datasets
             .iter()
-            .map(|(i, s)| Resident {
-                epoch: i.epoch,
-                mode: match s {
-                    DatasetState::Ready(_) => "full",
-                    DatasetState::Building(_) => "building",
-                    DatasetState::Failed => "light",
-                },
+            .map(|(i, s)| {
+                let (mode, progress) = match s {
+                    DatasetState::Ready(_) => ("full", 1.0),
+                    DatasetState::Building(_, p) => ("building", p.fraction()),
+                    DatasetState::Failed => ("light", 0.0),
+                };
+                Resident {
+                    epoch: i.epoch,
+                    mode,
+                    progress,
+                }
             })
             .collect()
     }
@@ -504,19 +545,22 @@ mod cl {
 
         fn resident(&self) -> Vec<Resident> {
             let mut r: Vec<Resident> = (0..SLOTS)
-                .filter_map(|s| self.engine.slot_state(s))
-                .map(|(i, done)| Resident {
+                .filter_map(|s| self.engine.slot_progress(s))
+                .map(|(i, progress)| Resident {
                     epoch: i.epoch,
-                    mode: if done { "full" } else { "building" },
+                    mode: if progress >= 1.0 { "full" } else { "building" },
+                    progress,
                 })
                 .collect();
             r.extend(self.queued.iter().map(|i| Resident {
                 epoch: i.epoch,
                 mode: "building",
+                progress: 0.0,
             }));
             r.extend(self.light_only.iter().map(|i| Resident {
                 epoch: i.epoch,
                 mode: "light",
+                progress: 0.0,
             }));
             r
         }

@@ -447,6 +447,14 @@ impl ClEngine {
             .map(|s| (s.cache.info, s.done_items >= s.total_items()))
     }
 
+    /// The epoch in `slot` and the share of its dataset generated (0 to 1).
+    pub fn slot_progress(&self, slot: usize) -> Option<(EpochInfo, f64)> {
+        self.slots[slot].as_ref().map(|s| {
+            let total = s.total_items().max(1);
+            (s.cache.info, s.done_items.min(total) as f64 / total as f64)
+        })
+    }
+
     /// Dataset buffers of `slot` (1 unless split).
     pub fn slot_buffers(&self, slot: usize) -> usize {
         self.slots[slot].as_ref().map_or(0, |s| s.bufs.len())
