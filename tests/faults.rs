@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dagproxy::config::{Config, Dur, UpstreamConfig};
-use dagproxy::ethash::ChainSpec;
+use dagproxy::ethash::target::target_from_difficulty;
+use dagproxy::ethash::{hashimoto, ChainSpec, LightCache, PowInput, U256};
 use dagproxy::loadgen::{self, LoadgenConfig};
 use dagproxy::proxy::{self, Listeners, ProxyError};
 use dagproxy::verify::VerifierKind;
@@ -173,6 +174,64 @@ fn pow_count(con: &mut redis::Connection) -> u64 {
     con.zcard("eth:pow").expect("zcard")
 }
 
+/// An EthereumStratum/1.0.0 request; its answer, skipping notifications.
+async fn es_call(c: &mut Client, id: u64, method: &str, params: Value) -> Value {
+    let line = json!({"id": id, "method": method, "params": params});
+    c.send_raw(format!("{line}\n").as_bytes()).await;
+    loop {
+        let v = c.read().await.expect("connection open");
+        if v["id"] == json!(id) {
+            return v;
+        }
+        assert!(v["id"].is_null(), "unexpected {v}");
+    }
+}
+
+/// An EthereumStratum/1.0.0 session (detected on the EthProxy port from its first message),
+/// authorized, with its first job: `(client, extranonce, job id)`.
+async fn es_session(addr: SocketAddr) -> (Client, u64, String) {
+    let mut c = Client::connect(addr).await;
+    let r = es_call(
+        &mut c,
+        1,
+        "mining.subscribe",
+        json!(["faults/1.0", "EthereumStratum/1.0.0"]),
+    )
+    .await;
+    let en = u64::from_str_radix(r["result"][1].as_str().expect("extranonce"), 16).expect("hex");
+    let r = es_call(
+        &mut c,
+        2,
+        "mining.authorize",
+        json!([format!("{LOGIN}.es"), "x"]),
+    )
+    .await;
+    assert_eq!(r["result"], json!(true), "{r}");
+    loop {
+        let v = c.read().await.expect("connection open");
+        if v["method"] == json!("mining.notify") {
+            let job = v["params"][0].as_str().expect("job id").to_string();
+            return (c, en, job);
+        }
+    }
+}
+
+/// The miner part of a nonce that makes a share (not a block) with this extranonce; counted
+/// from 2^40, away from the nonces `grind` finds (the first extranonce is 0).
+fn grind_es(height: u64, header: [u8; 32], extranonce: u64) -> u64 {
+    let cache = LightCache::new(ChainSpec::test().epoch_info(height));
+    let share = target_from_difficulty(U256::from(SHARE_DIFF)).expect("target");
+    (1u64 << 40..)
+        .find(|part| {
+            let input = PowInput {
+                header_hash: header,
+                nonce: (extranonce << 48) | part,
+            };
+            U256::from_be_bytes(hashimoto(&cache, &input).result) <= share
+        })
+        .expect("a share")
+}
+
 // Redis is killed (SIGKILL) while loadgen keeps 8 miners busy, and restarted 1.5 s later on
 // the same port; the load goes on throughout.
 //
@@ -188,7 +247,10 @@ fn pow_count(con: &mut redis::Connection) -> u64 {
 //
 // During the outage the proxy refuses shares with an error (it does not buffer them: the share
 // writer answers each batch from its own Redis round trip); a probe share shows the error and
-// that it is not stored later. A second, short loadgen run afterwards, with invalid,
+// that it is not stored later, on both dialects. The run across the outage sends valid shares
+// only: loadgen's "duplicates" repeat the last share it sent, and one refused during the outage
+// is rightly accepted when repeated after the restart (loadgen would count it as an invalid
+// share accepted). A second, short loadgen run afterwards, with invalid,
 // duplicate and stale shares mixed in, shows the proxy fully recovered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_and_restarted_during_load() {
@@ -223,19 +285,34 @@ async fn redis_killed_and_restarted_during_load() {
             assert!(Instant::now() < deadline, "load never reached Redis");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        redis.kill();
-        let killed_at = Instant::now();
-
-        // A share during the outage: an error naming storage, not a `true`.
+        // Probes on both dialects, ready before the kill (a proxy made sick by the outage
+        // hands out no new work).
         let w = dev.handle.work();
         let probe = grind(w.number, w.header, NO_BLOCK, Quality::Share, 0);
         let mut miner = Client::connect(proxy.stratum).await;
         miner.login().await;
+        let (mut es, en, job) = es_session(proxy.stratum).await;
+        let es_params = json!([
+            format!("{LOGIN}.es"),
+            job,
+            format!("{:012x}", grind_es(w.number, w.header, en))
+        ]);
+        redis.kill();
+        let killed_at = Instant::now();
+
+        // A share during the outage: an error naming storage, not a `true`.
         let r = miner.call("eth_submitWork", json!(probe)).await;
         assert_eq!(r["result"], Value::Null, "{r}");
         assert_eq!(r["error"]["code"], json!(-1), "{r}");
         assert_eq!(
             r["error"]["message"],
+            json!("Share not stored, storage unavailable"),
+            "{r}"
+        );
+        let r = es_call(&mut es, 3, "mining.submit", es_params.clone()).await;
+        assert_eq!(r["result"], Value::Null, "{r}");
+        assert_eq!(
+            r["error"][1],
             json!("Share not stored, storage unavailable"),
             "{r}"
         );
@@ -256,9 +333,10 @@ async fn redis_killed_and_restarted_during_load() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         stop_load.cancel();
-        (redis, con, miner, probe, at_restart)
+        (redis, con, (miner, probe), (es, es_params), at_restart)
     };
-    let (rep, (_redis, mut con, mut miner, probe, at_restart)) = tokio::join!(load, faults);
+    let (rep, faults) = tokio::join!(load, faults);
+    let (_redis, mut con, (mut miner, probe), (mut es, es_params), at_restart) = faults;
     let rep = rep.expect("loadgen");
     eprintln!("across the outage: {rep:?}");
     let after = pow_count(&mut con);
@@ -273,15 +351,19 @@ async fn redis_killed_and_restarted_during_load() {
     );
     assert!(after >= at_restart + 300, "{after} vs {at_restart}");
 
-    // Refused means not kept: the probe share never reached Redis, though it came back.
+    // Refused means not kept: neither probe share reached Redis, though it came back.
     let probe_member = probe.join(":");
     let score: Option<f64> = con.zscore("eth:pow", &probe_member).expect("zscore");
     assert_eq!(score, None, "a refused share was stored later");
     let credit: Option<i64> = con.hget("eth:shares:roundCurrent", LOGIN).expect("hget");
-    assert_eq!(credit, None);
-    // And resubmitted now it is stored (it was never a duplicate).
+    assert_eq!(credit, None, "a refused share was credited later");
+    // And resubmitted now they are stored (they were never duplicates).
     let r = miner.call("eth_submitWork", json!(probe)).await;
     assert_eq!(r["result"], json!(true), "{r}");
+    let r = es_call(&mut es, 4, "mining.submit", es_params).await;
+    assert_eq!(r["result"], json!(true), "{r}");
+    let credit: i64 = con.hget("eth:shares:roundCurrent", LOGIN).expect("hget");
+    assert_eq!(credit, 2 * SHARE_DIFF as i64);
 
     // Fully recovered: clean load with invalid, duplicate and stale shares mixed in.
     let rep = loadgen::run(load_cfg(1.5, 0.2), CancellationToken::new())
