@@ -250,8 +250,8 @@ fn grind_es(height: u64, header: [u8; 32], extranonce: u64) -> u64 {
 // that it is not stored later, on both dialects. The run across the outage sends valid shares
 // only: loadgen's "duplicates" repeat the last share it sent, and one refused during the outage
 // is rightly accepted when repeated after the restart (loadgen would count it as an invalid
-// share accepted). A second, short loadgen run afterwards, with invalid,
-// duplicate and stale shares mixed in, shows the proxy fully recovered.
+// share accepted). A second, short loadgen run afterwards, with invalid, duplicate and stale
+// shares mixed in, shows the proxy fully recovered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_and_restarted_during_load() {
     const CONNECTIONS: usize = 8;
