@@ -598,7 +598,7 @@ async fn ten_thousand_idle_connections() {
     const WANTED: usize = 10_000;
     /// Descriptors kept free in each process for everything else.
     const RESERVE: u64 = 500;
-    const IDLE: Duration = Duration::from_secs(8);
+    const IDLE: Duration = Duration::from_secs(10);
     const RSS_LIMIT_MIB: u64 = 300;
     let _serial = SERIAL.lock().await;
     let limit = raise_nofile_limit();
