@@ -173,6 +173,16 @@ impl Client {
         }
     }
 
+    /// A client on an already-connected stream; request ids continue from `next_id`.
+    pub fn from_stream(stream: TcpStream, next_id: u64) -> Self {
+        let (r, w) = stream.into_split();
+        Self {
+            reader: BufReader::new(r),
+            writer: w,
+            next_id,
+        }
+    }
+
     /// Sends raw bytes.
     pub async fn send_raw(&mut self, bytes: &[u8]) {
         self.writer.write_all(bytes).await.expect("write");
