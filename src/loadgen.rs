@@ -378,7 +378,11 @@ async fn drive(
     let mut difficulty = U256::ZERO;
     let opened: Vec<Result<(Conn, U256), LoadgenError>> =
         futures_util::stream::iter(logins.iter().enumerate())
-            .map(|(index, login)| open(index, login, cfg, bank))
+            .map(|(index, login)| {
+                // Owned per connection, so the run's future is 'static and can be spawned.
+                let (login, cfg, bank) = (login.clone(), cfg.clone(), bank.clone());
+                async move { open(index, &login, &cfg, &bank).await }
+            })
             .buffered(256)
             .collect()
             .await;
@@ -503,15 +507,19 @@ async fn connection(
     // Closed loop: one share outstanding per connection.
     let window = Arc::new(Semaphore::new(1));
     let reader_done = CancellationToken::new();
+    // The last share answered `true`: duplicates repeat it (a refused share repeated would be
+    // a first submission, rightly accepted).
+    let recent_valid: Arc<Mutex<Option<String>>> = Arc::default();
 
     let reader = {
-        let (pending, tally, bank, cfg, window, done) = (
+        let (pending, tally, bank, cfg, window, done, recent) = (
             pending.clone(),
             tally.clone(),
             bank.clone(),
             cfg.clone(),
             window.clone(),
             reader_done.clone(),
+            recent_valid.clone(),
         );
         tokio::spawn(async move {
             let mut local = Tally::default();
@@ -545,7 +553,10 @@ async fn connection(
                 local.replies += 1;
                 let ok = msg.get("result") == Some(&Value::Bool(true));
                 match (p.kind, ok) {
-                    (Kind::Valid, true) => local.acked.push(p.member),
+                    (Kind::Valid, true) => {
+                        *recent.lock().unwrap_or_else(|e| e.into_inner()) = Some(p.member.clone());
+                        local.acked.push(p.member);
+                    }
                     (Kind::Valid, false) => local.valid_rejected += 1,
                     (_, true) => local.invalid_accepted += 1,
                     (_, false) => {}
@@ -568,7 +579,6 @@ async fn connection(
     let mut next_id = ID_FIRST;
     let mut acc_invalid = 0.0f64;
     let mut invalid_turn = 0u32;
-    let mut recent_valid: VecDeque<String> = VecDeque::new();
     let mut local = Tally::default();
     loop {
         let due = match (interval, offset) {
@@ -604,7 +614,11 @@ async fn connection(
             acc_invalid -= 1.0;
             invalid_turn += 1;
             local.invalid_sent += 1;
-            invalid_share(&bank, invalid_turn, &recent_valid)
+            let recent = recent_valid
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            invalid_share(&bank, invalid_turn, recent)
         } else {
             match bank.pop() {
                 Some(s) => {
@@ -626,12 +640,6 @@ async fn connection(
                 }
             }
         };
-        if kind == Kind::Valid {
-            recent_valid.push_back(member.clone());
-            if recent_valid.len() > 64 {
-                recent_valid.pop_front();
-            }
-        }
         let id = next_id;
         next_id += 1;
         pending
@@ -676,14 +684,14 @@ async fn connection(
 
 /// An invalid submission, in turn: a wrong mix, a duplicate of a recent valid share, a header
 /// the pool never issued.
-fn invalid_share(bank: &Bank, turn: u32, recent: &VecDeque<String>) -> (Kind, [String; 3], String) {
+fn invalid_share(bank: &Bank, turn: u32, recent: Option<String>) -> (Kind, [String; 3], String) {
     let fallback = || {
         let h = bank.lock().headers.last().copied().unwrap_or([0; 32]);
         (nonce_hex(u64::from(turn)), h)
     };
     match turn % 3 {
-        1 if !recent.is_empty() => {
-            let m = recent.back().cloned().unwrap_or_default();
+        1 if recent.is_some() => {
+            let m = recent.unwrap_or_default();
             let p: Vec<String> = m.split(':').map(str::to_string).collect();
             if let [a, b, c] = p.as_slice() {
                 return (Kind::Duplicate, [a.clone(), b.clone(), c.clone()], m);

@@ -23,6 +23,10 @@ use crate::upstream::template::BlockTemplate;
 /// an answer is written (back-pressure instead of unbounded memory).
 pub const MAX_IN_FLIGHT: usize = 64;
 
+/// Initial read buffer of a connection: Stratum lines are a few hundred bytes, and 10,000
+/// idle miners should not cost 8 KiB each (the buffer grows for longer lines).
+pub const BUFFER_BYTES: usize = 512;
+
 /// Errors that end a connection.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnError {

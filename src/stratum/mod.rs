@@ -154,9 +154,10 @@ async fn serve(
 ) -> Result<(), ConnError> {
     let _ = stream.set_nodelay(true);
     let settings = &ctx.stratum;
-    let framed = Framed::new(
+    let framed = Framed::with_capacity(
         stream,
         LinesCodec::new_with_max_length(settings.max_line_length),
+        conn::BUFFER_BYTES,
     );
     let mut conn = Conn::new(framed, ctx.upstreams.subscribe(), settings.idle_timeout);
     let ip = peer.ip().to_string();

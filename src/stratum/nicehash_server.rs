@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::conn::{BadLine, Conn, ConnError, Event as ConnEvent};
-use super::message::Request;
+use super::message::{Request, HIGH_INVALID_RATE, INVALID_SHARE};
 use super::nicehash::{error, share_reply, Event, NiceHashSession, Work};
 use crate::hexutil::parse_h256;
 use crate::pipeline::Verdict;
@@ -55,9 +55,10 @@ pub async fn run(listener: TcpListener, ctx: Arc<Context>, shutdown: Cancellatio
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
             let _ = stream.set_nodelay(true);
-            let conn = Framed::new(
+            let conn = Framed::with_capacity(
                 stream,
                 LinesCodec::new_with_max_length(ctx.stratum.max_line_length),
+                super::conn::BUFFER_BYTES,
             );
             serve(conn, peer, None, &ctx, &shutdown).await;
             drop(permit);
@@ -238,9 +239,13 @@ fn reply(session: &mut NiceHashSession, ctx: &Context, ip: &str, a: Answer) -> V
         Answer::Lines(lines) => lines,
         Answer::Share { id, verdict } => {
             session.record(verdict);
+            // The policy's own refusals keep their codes; every other verdict is answered
+            // in this dialect's terms.
             let line = match ctx.policy.share_reply(ip, verdict) {
-                Ok(_) => share_reply(id, verdict),
-                Err(e) => error(id, e.code, e.message),
+                Err(e) if e == HIGH_INVALID_RATE || e == INVALID_SHARE => {
+                    error(id, e.code, e.message)
+                }
+                _ => share_reply(id, verdict),
             };
             vec![line]
         }
