@@ -760,6 +760,10 @@ impl Config {
             !(nh.is_empty() || nh == "off"),
             nh,
         )?;
+        // Checked here too so a bad value stops the proxy like any other bad key (status 2).
+        self.metrics
+            .addr()
+            .map_err(|e| invalid("metrics.listen", e.to_string()))?;
         Ok(Checked {
             config: self,
             chain,

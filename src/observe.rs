@@ -48,7 +48,7 @@ impl Default for MetricsSection {
 #[derive(Debug, thiserror::Error)]
 pub enum ObserveError {
     /// `metrics.listen` is not `host:port`.
-    #[error("metrics.listen {0:?} is not an address like 127.0.0.1:9090")]
+    #[error("{0:?} is not an address like 127.0.0.1:9090")]
     Listen(String),
 }
 

@@ -85,6 +85,17 @@ fn bad_config_is_one_line_naming_the_key_and_exit_2() {
         .expect("run dagproxy");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("upstream.url"));
+
+    std::fs::write(&path, "[metrics]\nlisten = \"nonsense\"\n").expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dagproxy"))
+        .args(["proxy", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run dagproxy");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("metrics.listen"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
