@@ -93,30 +93,25 @@ async fn handle(
     let login = login.to_ascii_lowercase();
     let worker = worker.unwrap_or_else(|| DEFAULT_WORKER.to_string());
     let mut out = String::new();
-    // A body may carry several requests back to back, as Go's json.Decoder reads them.
-    for value in serde_json::Deserializer::from_slice(&body).into_iter::<Value>() {
-        let reply = match value.map_err(|_| (Value::Null, MALFORMED_REQUEST)) {
-            Ok(v) => match RpcRequest::from_value(v) {
-                Ok(r) if r.id.is_null() => {
-                    tracing::debug!(%ip, "request without id ignored");
-                    ctx.policy.on_malformed(&ip);
-                    continue;
-                }
-                Ok(r) => {
-                    let id = r.id.clone();
-                    RpcResponse::from_result(id, method(&ctx, &ip, &login, &worker, r).await)
-                }
-                Err((id, e)) => {
-                    ctx.policy.on_malformed(&ip);
-                    RpcResponse::err(id, e)
-                }
-            },
-            Err((id, e)) => {
+    for item in body_requests(&body) {
+        let reply = match item {
+            BodyItem::Request(r) => {
+                let id = r.id.clone();
+                RpcResponse::from_result(id, method(&ctx, &ip, &login, &worker, r).await)
+            }
+            BodyItem::NoId => {
+                tracing::debug!(%ip, "request without id ignored");
+                ctx.policy.on_malformed(&ip);
+                continue;
+            }
+            BodyItem::Invalid(id, e) => {
+                ctx.policy.on_malformed(&ip);
+                RpcResponse::err(id, e)
+            }
+            BodyItem::Malformed => {
                 tracing::debug!(%ip, "malformed request");
                 ctx.policy.on_malformed(&ip);
-                out.push_str(&RpcResponse::err(id, e).to_line());
-                out.push('\n');
-                break;
+                RpcResponse::err(Value::Null, MALFORMED_REQUEST)
             }
         };
         out.push_str(&reply.to_line());
@@ -130,6 +125,42 @@ async fn handle(
         Body::from(out),
     )
         .into_response()
+}
+
+/// One item of a getwork body, sans-IO (what [`body_requests`] yields).
+#[derive(Clone, Debug, PartialEq)]
+pub enum BodyItem {
+    /// A request to answer.
+    Request(RpcRequest),
+    /// A request without an id: not answered, counted as malformed.
+    NoId,
+    /// A JSON value that is not a request: answer this error and read on.
+    Invalid(Value, ErrorReply),
+    /// Bytes that are not JSON: answer "Malformed request"; always the last item.
+    Malformed,
+}
+
+/// The requests in a getwork body, which may carry several back to back as Go's
+/// json.Decoder reads them; reading stops at the first bytes that are not JSON.
+pub fn body_requests(body: &[u8]) -> impl Iterator<Item = BodyItem> + '_ {
+    let mut values = serde_json::Deserializer::from_slice(body).into_iter::<Value>();
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        Some(match values.next()? {
+            Err(_) => {
+                done = true;
+                BodyItem::Malformed
+            }
+            Ok(v) => match RpcRequest::from_value(v) {
+                Ok(r) if r.id.is_null() => BodyItem::NoId,
+                Ok(r) => BodyItem::Request(r),
+                Err((id, e)) => BodyItem::Invalid(id, e),
+            },
+        })
+    })
 }
 
 async fn method(
@@ -206,6 +237,26 @@ mod tests {
                 .insert(ConnectInfo(p.parse::<SocketAddr>().expect("addr")));
         }
         req
+    }
+
+    #[test]
+    fn body_requests_read_back_to_back_and_stop_at_junk() {
+        let body = br#"{"id":1,"method":"eth_getWork"} {"method":"x"}[1]
+            {"id":2,"method":"eth_submitHashrate"} {nope {"id":3,"method":"eth_getWork"}"#;
+        let items: Vec<BodyItem> = body_requests(body).collect();
+        let methods: Vec<&str> = items
+            .iter()
+            .filter_map(|i| match i {
+                BodyItem::Request(r) => Some(r.method.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(methods, ["eth_getWork", "eth_submitHashrate"]);
+        assert_eq!(items.len(), 5);
+        assert_eq!(items[1], BodyItem::NoId);
+        assert_eq!(items[2], BodyItem::Invalid(Value::Null, MALFORMED_REQUEST));
+        assert_eq!(items[4], BodyItem::Malformed);
+        assert_eq!(body_requests(b"  ").count(), 0);
     }
 
     #[test]
