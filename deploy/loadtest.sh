@@ -4,8 +4,11 @@
 # `dagproxy loadgen` for LT_SECONDS at LT_RATE shares/s over LT_CONNECTIONS connections.
 # Prints loadgen's JSON report (accepted_per_s, p50_ms, p99_ms, acknowledged, found_in_redis,
 # lost). Environment: LT_RATE (20000), LT_SECONDS (60), LT_CONNECTIONS (200), LT_INVALID (0),
-# LT_VERIFIER (cpu), LT_DIALECT (ethproxy | nicehash), LT_REDIS_PORT, LT_NODE_PORT,
-# LT_STRATUM_PORT, LT_NICEHASH_PORT, LT_DIFFICULTY (2: the share bank of precomputed valid shares
+# LT_VERIFIER (cpu), LT_DIALECT (ethproxy | ethereumstratum (alias nicehash) | mixed: every other
+# connection EthereumStratum/1.0.0), LT_REDIS_PORT, LT_NODE_PORT, LT_STRATUM_PORT,
+# LT_NICEHASH_PORT (unset: EthereumStratum/1.0.0 miners use the main Stratum port, where the
+# proxy detects them from their first message; set: the proxy also listens there and
+# ethereumstratum runs use it), LT_DIFFICULTY (2: the share bank of precomputed valid shares
 # fills fast; the proxy still runs one full hashimoto per share).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +22,12 @@ dialect=${LT_DIALECT:-ethproxy}
 redis_port=${LT_REDIS_PORT:-6391}
 node_port=${LT_NODE_PORT:-18546}
 stratum_port=${LT_STRATUM_PORT:-18009}
-nicehash_port=${LT_NICEHASH_PORT:-18010}
+nicehash_port=${LT_NICEHASH_PORT:-}
+case $dialect in
+  ethproxy | ethereumstratum | mixed) ;;
+  nicehash) dialect=ethereumstratum ;;
+  *) echo "LT_DIALECT must be ethproxy, ethereumstratum (nicehash) or mixed" >&2; exit 2 ;;
+esac
 work=.loadtest
 mkdir -p "$work"
 
@@ -47,18 +55,21 @@ redis-cli -p "$redis_port" flushall >/dev/null
 pids+=($!)
 sleep 0.3
 
+nicehash_listen=off
+[ -n "$nicehash_port" ] && nicehash_listen=127.0.0.1:$nicehash_port
 RUST_LOG=${RUST_LOG:-warn} "$bin" proxy --chain test --verifier "$verifier" \
   --upstream "http://127.0.0.1:$node_port" --redis "redis://127.0.0.1:$redis_port/0" \
-  --stratum "127.0.0.1:$stratum_port" --stratum-nicehash "127.0.0.1:$nicehash_port" \
+  --stratum "127.0.0.1:$stratum_port" --stratum-nicehash "$nicehash_listen" \
   --http off --difficulty "${LT_DIFFICULTY:-2}" >"$work/proxy.log" 2>&1 &
 proxy=$!
 pids=("$proxy" "${pids[@]}")
 port=$stratum_port
-[ "$dialect" = nicehash ] && port=$nicehash_port
+[ "$dialect" = ethereumstratum ] && [ -n "$nicehash_port" ] && port=$nicehash_port
 for _ in $(seq 100); do
   (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
   sleep 0.1
 done
 
 "$bin" loadgen --stratum "127.0.0.1:$port" --redis "redis://127.0.0.1:$redis_port/0" \
-  --connections "$conns" --seconds "$seconds" --rate "$rate" --invalid "$invalid" --json
+  --connections "$conns" --seconds "$seconds" --rate "$rate" --invalid "$invalid" \
+  --dialect "$dialect" --json

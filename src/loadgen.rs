@@ -1,7 +1,8 @@
-//! The load generator (`dagproxy loadgen`): many EthProxy Stratum connections submitting
-//! precomputed valid shares (plus a fraction of invalid, duplicate and stale ones) at a target
-//! rate, measuring reply latency from when each share was due, then checking Redis that every
-//! share acknowledged as accepted is stored exactly once.
+//! The load generator (`dagproxy loadgen`): many Stratum connections (EthProxy,
+//! EthereumStratum/1.0.0, or both) submitting precomputed valid shares (plus a fraction of
+//! invalid, duplicate and stale ones) at a target rate, measuring reply latency from when each
+//! share was due, then checking Redis that every share acknowledged as accepted is stored
+//! exactly once.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,10 +18,12 @@ use tokio_util::codec::{FramedRead, LinesCodec};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::chain_arg;
-use crate::ethash::target::{difficulty_from_target, parse_u256};
+use crate::ethash::target::{difficulty_from_target, parse_u256, target_from_difficulty};
 use crate::ethash::{ChainSpec, U256};
 use crate::hexutil::{nonce_hex, parse_h256, to_hex};
 use crate::miner::{epoch_for_seed, MiningSource};
+use crate::stratum::nicehash::{from_nicehash, PROTOCOL};
+use crate::stratum::Dialect;
 
 const ID_LOGIN: u64 = 1;
 const ID_GETWORK: u64 = 2;
@@ -29,6 +32,16 @@ const ID_FIRST: u64 = 100;
 const MAX_BANK: usize = 4_000_000;
 /// Time allowed for the share bank to fill before the clock starts.
 const PREFILL_LIMIT: Duration = Duration::from_secs(120);
+/// Extranonce bytes this load generator handles (the proxy's choice).
+const EXTRANONCE_BYTES: usize = 2;
+/// Bits of the nonce an EthereumStratum/1.0.0 miner chooses.
+const PART_BITS: u32 = 64 - 8 * EXTRANONCE_BYTES as u32;
+/// Jobs an EthereumStratum/1.0.0 connection remembers (the proxy's session keeps 8).
+const ES_JOBS: usize = 8;
+/// Low-difficulty nonces kept per EthereumStratum/1.0.0 connection.
+const MAX_LOWS: usize = 4096;
+/// Most nonces one generator step hashes.
+const RANGE: u64 = 4096;
 
 /// Errors of the load generator.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +68,42 @@ pub enum LoadgenError {
     Join(#[from] tokio::task::JoinError),
 }
 
+/// Which Stratum dialect the connections speak.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LoadDialect {
+    /// EthProxy (`eth_submitLogin`, `eth_getWork`, `eth_submitWork`).
+    #[default]
+    #[value(name = "ethproxy")]
+    EthProxy,
+    /// EthereumStratum/1.0.0 (NiceHash): subscribe, authorize, notify, submit.
+    #[value(name = "ethereumstratum", alias = "nicehash")]
+    EthereumStratum,
+    /// Every other connection (the odd-numbered ones) EthereumStratum/1.0.0.
+    #[value(name = "mixed")]
+    Mixed,
+}
+
+impl LoadDialect {
+    /// The dialect of connection `index`.
+    pub fn of(self, index: usize) -> Dialect {
+        match self {
+            LoadDialect::EthProxy => Dialect::EthProxy,
+            LoadDialect::EthereumStratum => Dialect::EthereumStratum,
+            LoadDialect::Mixed if index % 2 == 1 => Dialect::EthereumStratum,
+            LoadDialect::Mixed => Dialect::EthProxy,
+        }
+    }
+
+    /// Name in the report and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            LoadDialect::EthProxy => "ethproxy",
+            LoadDialect::EthereumStratum => "ethereumstratum",
+            LoadDialect::Mixed => "mixed",
+        }
+    }
+}
+
 /// Settings of a load run.
 #[derive(Clone, Debug)]
 pub struct LoadgenConfig {
@@ -71,10 +120,13 @@ pub struct LoadgenConfig {
     /// Total shares per second (open loop); None: each connection sends the next share when
     /// the previous one is answered (closed loop).
     pub rate: Option<f64>,
-    /// Fraction of submissions that are invalid (wrong mix), duplicate or stale, in turn.
+    /// Fraction of submissions that are invalid (EthProxy: wrong mix; EthereumStratum/1.0.0,
+    /// which sends no mix: a nonce above the target), duplicate or stale, in turn.
     pub invalid: f64,
     /// Chain preset (the test chain's full DAG precomputes fastest).
     pub chain: ChainSpec,
+    /// Dialect of the connections.
+    pub dialect: LoadDialect,
 }
 
 /// The outcome, printed as one JSON line.
@@ -98,7 +150,7 @@ pub struct LoadReport {
     pub hashrate_members: u64,
     /// Round shares credited to this run's logins (all rounds), in difficulty units.
     pub round_shares: String,
-    /// Share difficulty (from the job target).
+    /// Share difficulty (from the job target), in hashes.
     pub share_difficulty: String,
     /// Submissions sent.
     pub sent: u64,
@@ -118,6 +170,16 @@ pub struct LoadReport {
     pub connections: usize,
     /// Measured seconds.
     pub seconds: f64,
+    /// Dialect setting of the run (`ethproxy`, `ethereumstratum` or `mixed`).
+    pub dialect: String,
+    /// Connections speaking EthProxy.
+    pub ethproxy_connections: usize,
+    /// Connections speaking EthereumStratum/1.0.0.
+    pub ethereumstratum_connections: usize,
+    /// Of `acknowledged`, those sent over EthProxy.
+    pub acknowledged_ethproxy: u64,
+    /// Of `acknowledged`, those sent over EthereumStratum/1.0.0.
+    pub acknowledged_ethereumstratum: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -130,7 +192,8 @@ struct Share {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     Valid,
-    BadMix,
+    /// EthProxy: a wrong mix; EthereumStratum/1.0.0: a nonce whose result is above the target.
+    Bad,
     Duplicate,
     Stale,
 }
@@ -140,23 +203,89 @@ struct BankJob {
     id: u32,
     header: [u8; 32],
     target: U256,
+    /// Hashes per share at this target (saturating), to size grinding steps.
+    per_share: u64,
     src: Arc<MiningSource>,
+}
+
+/// Shares for one consumer: the EthProxy connections together (lane 0), or one
+/// EthereumStratum/1.0.0 connection, whose nonces must start with its extranonce.
+#[derive(Debug)]
+struct Lane {
+    shares: VecDeque<Share>,
+    /// Nonces whose result is above the target (EthereumStratum/1.0.0 invalid submissions).
+    lows: VecDeque<(u32, u64)>,
+    collect_lows: bool,
+    /// Next nonce to grind, and the end of this lane's nonce space.
+    next: u64,
+    end: u64,
+    cap: usize,
+    /// Open loop: the lane's share of the run's total need. Generators stop once the live jobs
+    /// have had that many shares, so grinding does not take CPU from the proxy under test.
+    budget: Option<usize>,
+    /// Shares wanted before the clock starts.
+    prefill: usize,
+    /// Shares produced for the live jobs.
+    produced: usize,
+}
+
+impl Lane {
+    fn wants(&self) -> Option<usize> {
+        let room = self.cap.saturating_sub(self.shares.len());
+        let room = match self.budget {
+            Some(total) => room.min(total.saturating_sub(self.produced)),
+            None => room,
+        };
+        (room > 0 && self.next < self.end).then_some(room)
+    }
+}
+
+/// How lanes are sized: per connection, scaled by the connections a lane serves.
+#[derive(Debug, Default)]
+struct Sizing {
+    connections: usize,
+    total_cap: usize,
+    total_prefill: usize,
+    open_loop: bool,
+}
+
+impl Sizing {
+    fn lane(&self, conns: usize, next: u64, end: u64, collect_lows: bool) -> Lane {
+        let n = self.connections.max(1);
+        // Rounded up, plus a little per connection so small lanes never come up short.
+        let share = |total: usize| (total.saturating_mul(conns)).div_ceil(n) + 2 * conns;
+        let cap = if conns == 0 { 0 } else { share(self.total_cap) };
+        Lane {
+            shares: VecDeque::new(),
+            lows: VecDeque::new(),
+            collect_lows,
+            next,
+            end,
+            cap,
+            budget: self.open_loop.then_some(cap),
+            prefill: if self.open_loop {
+                cap
+            } else {
+                cap.min(share(self.total_prefill))
+            },
+            produced: 0,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct BankInner {
     /// Newest last; shares of jobs dropped from here are discarded.
     jobs: VecDeque<Arc<BankJob>>,
-    shares: VecDeque<Share>,
+    /// Lane 0: the EthProxy pool; then one per EthereumStratum/1.0.0 connection.
+    lanes: Vec<Lane>,
     headers: Vec<[u8; 32]>,
     sources: HashMap<[u8; 32], Arc<MiningSource>>,
-    next_nonce: u64,
-    cap: usize,
-    /// Open loop: the run's total need. Generators stop once the live jobs have had that many
-    /// shares, so grinding does not take CPU from the proxy under test.
-    budget: Option<usize>,
-    /// Shares produced for the live jobs.
-    produced: usize,
+    sizing: Sizing,
+    /// Bits 32..48 of EthereumStratum/1.0.0 nonces this run (never those of EthProxy nonces).
+    part_base: u64,
+    /// Round robin over lanes.
+    turn: usize,
 }
 
 /// Precomputed valid shares for the latest jobs, filled by generator threads.
@@ -178,12 +307,37 @@ impl Bank {
         self.lock().headers[job as usize]
     }
 
-    fn pop(&self) -> Option<Share> {
-        self.lock().shares.pop_front()
+    fn pop(&self, lane: usize) -> Option<Share> {
+        self.lock().lanes.get_mut(lane)?.shares.pop_front()
     }
 
-    fn len(&self) -> usize {
-        self.lock().shares.len()
+    /// Returns a share its connection could not send yet.
+    fn unpop(&self, lane: usize, s: Share) {
+        if let Some(l) = self.lock().lanes.get_mut(lane) {
+            l.shares.push_front(s);
+        }
+    }
+
+    fn pop_low(&self, lane: usize) -> Option<(u32, u64)> {
+        self.lock().lanes.get_mut(lane)?.lows.pop_front()
+    }
+
+    /// Shares held, and whether every lane has its head start.
+    fn filled(&self) -> (usize, bool) {
+        let b = self.lock();
+        let held = b.lanes.iter().map(|l| l.shares.len()).sum();
+        let full = b.lanes.iter().all(|l| l.shares.len() >= l.prefill);
+        (held, full)
+    }
+
+    /// A lane for an EthereumStratum/1.0.0 connection holding `extranonce`.
+    fn add_lane(&self, extranonce: u16) -> usize {
+        let mut b = self.lock();
+        let first = (u64::from(extranonce) << PART_BITS) | (b.part_base << 32);
+        let end = (u64::from(extranonce) << PART_BITS) | ((1u64 << PART_BITS) - 1);
+        let lane = b.sizing.lane(1, first, end, true);
+        b.lanes.push(lane);
+        b.lanes.len() - 1
     }
 
     /// Registers a job (header, seed, target) the pool sent; builds the epoch's DAG once.
@@ -218,6 +372,10 @@ impl Bank {
                 )
             }
         };
+        let per_share = difficulty_from_target(target)
+            .ok()
+            .and_then(|d| u64::try_from(d).ok())
+            .unwrap_or(u64::MAX);
         let mut b = self.lock();
         if b.jobs.iter().any(|j| j.header == header) {
             return Ok(());
@@ -229,6 +387,7 @@ impl Bank {
             id,
             header,
             target,
+            per_share,
             src,
         }));
         // The proxy accepts the last 3 heights; keep shares of the newest 2 jobs only.
@@ -236,40 +395,54 @@ impl Bank {
             b.jobs.pop_front();
         }
         let live: Vec<u32> = b.jobs.iter().map(|j| j.id).collect();
-        b.shares.retain(|s| live.contains(&s.job));
-        b.produced = b.shares.len();
+        for l in &mut b.lanes {
+            l.shares.retain(|s| live.contains(&s.job));
+            l.lows.retain(|(j, _)| live.contains(j));
+            l.produced = l.shares.len();
+        }
         drop(b);
         self.changed.notify_waiters();
         Ok(())
     }
 
-    /// Generator thread: grinds the newest job's nonces, keeping the bank up to its cap.
+    /// The next lane (round robin) that wants shares: the newest job, the lane and its nonces.
+    fn pick(&self) -> Option<(Arc<BankJob>, usize, std::ops::Range<u64>)> {
+        let mut b = self.lock();
+        let job = b.jobs.back().cloned()?;
+        let n = b.lanes.len();
+        for k in 0..n {
+            let i = (b.turn + k) % n;
+            let lane = &mut b.lanes[i];
+            let Some(room) = lane.wants() else { continue };
+            // About what the lane still wants (a per-connection lane wants few), at most RANGE.
+            let want = (room as u64)
+                .saturating_mul(job.per_share)
+                .saturating_add(64)
+                .min(RANGE)
+                .min(lane.end - lane.next);
+            let range = lane.next..lane.next + want;
+            lane.next += want;
+            b.turn = (i + 1) % n;
+            return Some((job, i, range));
+        }
+        None
+    }
+
+    /// Generator thread: grinds the newest job's nonces, keeping every lane up to its cap.
     fn generate(&self) {
-        const RANGE: u64 = 4096;
         while !self.stop.load(Ordering::Relaxed) {
-            let (job, start) = {
-                let mut b = self.lock();
-                match b.jobs.back().cloned() {
-                    Some(j)
-                        if b.shares.len() < b.cap
-                            && b.budget.is_none_or(|total| b.produced < total) =>
-                    {
-                        let start = b.next_nonce;
-                        b.next_nonce += RANGE;
-                        (j, start)
-                    }
-                    _ => {
-                        drop(b);
-                        std::thread::sleep(Duration::from_millis(2));
-                        continue;
-                    }
-                }
+            let Some((job, lane, range)) = self.pick() else {
+                std::thread::sleep(Duration::from_millis(2));
+                continue;
             };
             let mut found = Vec::new();
-            let mut next = start;
-            while let Some((nonce, out)) =
-                job.src.grind(&job.header, job.target, next..start + RANGE)
-            {
+            let mut lows = Vec::new();
+            let mut next = range.start;
+            while let Some((nonce, out)) = job.src.grind(&job.header, job.target, next..range.end) {
+                // Every nonce skipped before a hit is above the target.
+                if nonce > next {
+                    lows.push((job.id, nonce - 1));
+                }
                 found.push(Share {
                     job: job.id,
                     nonce,
@@ -279,9 +452,115 @@ impl Bank {
             }
             let mut b = self.lock();
             if b.jobs.iter().any(|j| j.id == job.id) {
-                b.produced += found.len();
-                b.shares.extend(found);
+                let l = &mut b.lanes[lane];
+                l.produced += found.len();
+                l.shares.extend(found);
+                if l.collect_lows {
+                    let room = MAX_LOWS.saturating_sub(l.lows.len());
+                    l.lows.extend(lows.into_iter().take(room));
+                }
             }
+        }
+    }
+}
+
+/// An EthereumStratum/1.0.0 connection's view of the pool.
+#[derive(Debug)]
+struct EsSession {
+    /// Its bank lane.
+    lane: usize,
+    /// `login.worker`, sent with every submit.
+    user: String,
+    state: Mutex<EsState>,
+}
+
+#[derive(Debug, Default)]
+struct EsState {
+    /// From the last `mining.set_difficulty`, in hashes.
+    difficulty: Option<u64>,
+    /// The session's job ids by header, newest last.
+    jobs: VecDeque<([u8; 32], String)>,
+}
+
+impl EsSession {
+    fn state(&self) -> MutexGuard<'_, EsState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn job_id(&self, header: &[u8; 32]) -> Option<String> {
+        let s = self.state();
+        s.jobs
+            .iter()
+            .rev()
+            .find(|(h, _)| h == header)
+            .map(|(_, id)| id.clone())
+    }
+
+    /// Handles a push (`mining.set_difficulty`, `mining.notify`); a new job goes to the bank.
+    async fn on_push(
+        &self,
+        cfg: &LoadgenConfig,
+        bank: &Bank,
+        method: &str,
+        params: &Value,
+    ) -> Result<(), LoadgenError> {
+        let bad = |what: &str| LoadgenError::Work(format!("bad {what} in {method} {params}"));
+        match method {
+            "mining.set_difficulty" => {
+                let d = params
+                    .get(0)
+                    .and_then(Value::as_f64)
+                    .and_then(from_nicehash)
+                    .ok_or_else(|| bad("difficulty"))?;
+                self.state().difficulty = Some(d);
+            }
+            "mining.notify" => {
+                let field = |i: usize| params.get(i).and_then(Value::as_str);
+                let bare = |i: usize, what: &str| {
+                    field(i)
+                        .and_then(|h| parse_h256(&format!("0x{h}"), "hash").ok())
+                        .ok_or_else(|| bad(what))
+                };
+                let job_id = field(0).ok_or_else(|| bad("job id"))?.to_string();
+                let (seed, header) = (bare(1, "seed")?, bare(2, "header")?);
+                let difficulty = self
+                    .state()
+                    .difficulty
+                    .ok_or_else(|| bad("job before mining.set_difficulty:"))?;
+                let target = target_from_difficulty(U256::from(difficulty))
+                    .map_err(|_| bad("difficulty"))?;
+                bank.offer(&cfg.chain, header, seed, target).await?;
+                let mut s = self.state();
+                if s.jobs.len() == ES_JOBS {
+                    s.jobs.pop_front();
+                }
+                s.jobs.push_back((header, job_id));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// How a connection speaks.
+#[derive(Clone, Debug)]
+enum Wire {
+    EthProxy,
+    Es(Arc<EsSession>),
+}
+
+impl Wire {
+    fn method(&self) -> &'static str {
+        match self {
+            Wire::EthProxy => "eth_submitWork",
+            Wire::Es(_) => "mining.submit",
+        }
+    }
+
+    fn dialect(&self) -> Dialect {
+        match self {
+            Wire::EthProxy => Dialect::EthProxy,
+            Wire::Es(_) => Dialect::EthereumStratum,
         }
     }
 }
@@ -290,6 +569,7 @@ impl Bank {
 struct Tally {
     latencies_us: Vec<u32>,
     acked: Vec<String>,
+    acked_es: u64,
     sent: u64,
     replies: u64,
     valid_rejected: u64,
@@ -299,11 +579,24 @@ struct Tally {
     unanswered_valid: u64,
 }
 
+/// A submission: what it is, its params, and (valid or duplicate) its `pow` member.
+struct Submission {
+    kind: Kind,
+    params: Value,
+    member: String,
+}
+
 struct Pending {
     due: Instant,
     kind: Kind,
     member: String,
+    /// A valid share's params, repeated as a duplicate once acknowledged.
+    params: Option<Value>,
 }
+
+/// The last share answered `true` on a connection: duplicates repeat it (a refused share
+/// repeated would be a first submission, rightly accepted).
+type Recent = Arc<Mutex<Option<(Value, String)>>>;
 
 /// Runs the load and the Redis check.
 pub async fn run(
@@ -341,9 +634,28 @@ pub async fn run(
         .rate
         .map(|r| (r * cfg.duration.as_secs_f64() * 1.05) as usize + 1000)
         .unwrap_or(200_000);
-    bank.lock().cap = expected.min(MAX_BANK);
-    bank.lock().budget = cfg.rate.map(|_| expected);
-    bank.lock().next_nonce = u64::from(run_id) << 32;
+    let ethproxy = (0..cfg.connections)
+        .filter(|&i| cfg.dialect.of(i) == Dialect::EthProxy)
+        .count();
+    {
+        let mut b = bank.lock();
+        b.sizing = Sizing {
+            connections: cfg.connections,
+            total_cap: expected.min(MAX_BANK),
+            // Closed loop has no known total: a head start per connection, the generators
+            // keep up.
+            total_prefill: (1000 * cfg.connections).min(50_000),
+            open_loop: cfg.rate.is_some(),
+        };
+        // EthProxy nonces: the run id, then a counter. EthereumStratum/1.0.0 ones: the
+        // extranonce, 16 bits of the run id with the top bit flipped (so never an EthProxy
+        // nonce of this run), then a counter.
+        b.part_base = u64::from((run_id & 0xffff) ^ 0x8000);
+        let lane0 = b
+            .sizing
+            .lane(ethproxy, u64::from(run_id) << 32, u64::MAX, false);
+        b.lanes.push(lane0);
+    }
     let gens = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -359,13 +671,15 @@ pub async fn run(
         t.await?;
     }
     let (tally, seconds, difficulty) = result?;
-    check_redis(&cfg, &logins, tally, seconds, difficulty).await
+    let mut report = check_redis(&cfg, &logins, tally, seconds, difficulty).await?;
+    report.dialect = cfg.dialect.name().to_string();
+    report.ethproxy_connections = ethproxy;
+    report.ethereumstratum_connections = cfg.connections - ethproxy;
+    Ok(report)
 }
 
-type Conn = (
-    FramedRead<tokio::net::tcp::OwnedReadHalf, LinesCodec>,
-    tokio::net::tcp::OwnedWriteHalf,
-);
+type Lines = FramedRead<tokio::net::tcp::OwnedReadHalf, LinesCodec>;
+type Conn = (Lines, tokio::net::tcp::OwnedWriteHalf, Wire);
 
 async fn drive(
     cfg: &LoadgenConfig,
@@ -393,18 +707,11 @@ async fn drive(
     }
 
     // Fill the bank before the clock starts, so precomputation is not measured.
-    // Closed loop has no known total: a head start per connection, the generators keep up.
-    let head_start = if cfg.rate.is_some() {
-        usize::MAX
-    } else {
-        (1000 * logins.len()).min(50_000)
-    };
-    let want = bank.lock().cap.min(head_start);
     let fill_deadline = Instant::now() + PREFILL_LIMIT;
-    while bank.len() < want && Instant::now() < fill_deadline && !shutdown.is_cancelled() {
+    while !bank.filled().1 && Instant::now() < fill_deadline && !shutdown.is_cancelled() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tracing::info!(shares = bank.len(), "share bank filled; starting load");
+    tracing::info!(shares = bank.filled().0, "share bank filled; starting load");
 
     let tally = Arc::new(Mutex::new(Tally::default()));
     let stop = shutdown.child_token();
@@ -412,15 +719,14 @@ async fn drive(
     let end = start + cfg.duration;
     let n = conns.len();
     let mut tasks = Vec::with_capacity(n);
-    for (i, (lines, w)) in conns.into_iter().enumerate() {
+    for (i, (lines, w, wire)) in conns.into_iter().enumerate() {
         tasks.push(tokio::spawn(connection(
             i,
             n,
             cfg.clone(),
             bank.clone(),
             tally.clone(),
-            lines,
-            w,
+            (lines, w, wire),
             start,
             end,
             stop.clone(),
@@ -440,7 +746,7 @@ async fn drive(
     Ok((t, seconds, difficulty))
 }
 
-/// Connects, logs in and waits for the first job.
+/// Connects, logs in and waits for the first job; returns the share difficulty in hashes.
 async fn open(
     index: usize,
     login: &str,
@@ -454,28 +760,75 @@ async fn open(
     let _ = sock.set_nodelay(true);
     let (r, mut w) = sock.into_split();
     let mut lines = FramedRead::new(r, LinesCodec::new_with_max_length(64 * 1024));
-    let hello = format!(
-        "{}\n{}\n",
-        json!({"id": ID_LOGIN, "jsonrpc": "2.0", "method": "eth_submitLogin",
-               "params": [login], "worker": "lg"}),
-        json!({"id": ID_GETWORK, "jsonrpc": "2.0", "method": "eth_getWork", "params": []})
-    );
+    let es = cfg.dialect.of(index) == Dialect::EthereumStratum;
+    let hello = if es {
+        format!(
+            "{}\n{}\n",
+            json!({"id": ID_LOGIN, "method": "mining.subscribe",
+                   "params": ["dagproxy-loadgen", PROTOCOL]}),
+            json!({"id": ID_GETWORK, "method": "mining.authorize",
+                   "params": [format!("{login}.lg"), "x"]})
+        )
+    } else {
+        format!(
+            "{}\n{}\n",
+            json!({"id": ID_LOGIN, "jsonrpc": "2.0", "method": "eth_submitLogin",
+                   "params": [login], "worker": "lg"}),
+            json!({"id": ID_GETWORK, "jsonrpc": "2.0", "method": "eth_getWork", "params": []})
+        )
+    };
     w.write_all(hello.as_bytes())
         .await
         .map_err(|e| fail(e.to_string()))?;
+    let mut session: Option<Arc<EsSession>> = None;
+    let mut authorized = false;
     loop {
         let line = tokio::time::timeout(Duration::from_secs(10), lines.next())
             .await
-            .map_err(|_| fail("no reply to login/getWork".into()))?
+            .map_err(|_| fail("no job after the login".into()))?
             .ok_or_else(|| fail("closed".into()))?
             .map_err(|e| fail(e.to_string()))?;
         let msg: Value = serde_json::from_str(&line).map_err(|e| fail(e.to_string()))?;
         if let Some(e) = msg.get("error").filter(|e| !e.is_null()) {
             return Err(fail(format!("pool error {e}")));
         }
-        if let Some(Value::Array(work)) = msg.get("result") {
-            let difficulty = offer_job(cfg, bank, work).await?;
-            return Ok(((lines, w), difficulty));
+        if !es {
+            if let Some(Value::Array(work)) = msg.get("result") {
+                let difficulty = offer_job(cfg, bank, work).await?;
+                return Ok(((lines, w, Wire::EthProxy), difficulty));
+            }
+            continue;
+        }
+        let id = msg.get("id").and_then(Value::as_u64);
+        match (id, msg.get("method").and_then(Value::as_str), &session) {
+            (Some(ID_LOGIN), _, _) => {
+                let en = msg
+                    .pointer("/result/1")
+                    .and_then(Value::as_str)
+                    .filter(|h| h.len() == 2 * EXTRANONCE_BYTES)
+                    .and_then(|h| u16::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| fail(format!("no 2-byte extranonce in {msg}")))?;
+                session = Some(Arc::new(EsSession {
+                    lane: bank.add_lane(en),
+                    user: format!("{login}.lg"),
+                    state: Mutex::default(),
+                }));
+            }
+            (Some(ID_GETWORK), _, _) => {
+                if msg.get("result") != Some(&Value::Bool(true)) {
+                    return Err(fail(format!("authorize refused: {msg}")));
+                }
+                authorized = true;
+            }
+            (_, Some(method), Some(s)) => {
+                let params = msg.get("params").cloned().unwrap_or(Value::Null);
+                s.on_push(cfg, bank, method, &params).await?;
+                let d = s.state().difficulty;
+                if let (true, Some(d), false) = (authorized, d, s.state().jobs.is_empty()) {
+                    return Ok(((lines, w, Wire::Es(s.clone())), U256::from(d)));
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -497,8 +850,7 @@ async fn connection(
     cfg: LoadgenConfig,
     bank: Arc<Bank>,
     tally: Arc<Mutex<Tally>>,
-    mut lines: FramedRead<tokio::net::tcp::OwnedReadHalf, LinesCodec>,
-    mut w: tokio::net::tcp::OwnedWriteHalf,
+    (mut lines, mut w, wire): Conn,
     start: Instant,
     end: Instant,
     stop: CancellationToken,
@@ -507,12 +859,11 @@ async fn connection(
     // Closed loop: one share outstanding per connection.
     let window = Arc::new(Semaphore::new(1));
     let reader_done = CancellationToken::new();
-    // The last share answered `true`: duplicates repeat it (a refused share repeated would be
-    // a first submission, rightly accepted).
-    let recent_valid: Arc<Mutex<Option<String>>> = Arc::default();
+    let recent_valid: Recent = Arc::default();
+    let es = wire.dialect() == Dialect::EthereumStratum;
 
     let reader = {
-        let (pending, tally, bank, cfg, window, done, recent) = (
+        let (pending, tally, bank, cfg, window, done, recent, wire) = (
             pending.clone(),
             tally.clone(),
             bank.clone(),
@@ -520,6 +871,7 @@ async fn connection(
             window.clone(),
             reader_done.clone(),
             recent_valid.clone(),
+            wire.clone(),
         );
         tokio::spawn(async move {
             let mut local = Tally::default();
@@ -534,10 +886,19 @@ async fn connection(
                 };
                 let id = msg.get("id").and_then(Value::as_u64).unwrap_or(0);
                 if id < ID_FIRST {
-                    if let Some(Value::Array(wk)) = msg.get("result") {
-                        if let Err(e) = offer_job(&cfg, &bank, wk).await {
-                            tracing::warn!("{e}");
+                    let pushed = match (&wire, msg.get("method").and_then(Value::as_str)) {
+                        (Wire::Es(s), Some(method)) => {
+                            let params = msg.get("params").cloned().unwrap_or(Value::Null);
+                            s.on_push(&cfg, &bank, method, &params).await
                         }
+                        (Wire::EthProxy, None) => match msg.get("result") {
+                            Some(Value::Array(wk)) => offer_job(&cfg, &bank, wk).await.map(|_| ()),
+                            _ => Ok(()),
+                        },
+                        _ => Ok(()),
+                    };
+                    if let Err(e) = pushed {
+                        tracing::warn!("{e}");
                     }
                     continue;
                 }
@@ -554,7 +915,10 @@ async fn connection(
                 let ok = msg.get("result") == Some(&Value::Bool(true));
                 match (p.kind, ok) {
                     (Kind::Valid, true) => {
-                        *recent.lock().unwrap_or_else(|e| e.into_inner()) = Some(p.member.clone());
+                        if let Some(params) = p.params {
+                            *recent.lock().unwrap_or_else(|e| e.into_inner()) =
+                                Some((params, p.member.clone()));
+                        }
                         local.acked.push(p.member);
                     }
                     (Kind::Valid, false) => local.valid_rejected += 1,
@@ -564,6 +928,9 @@ async fn connection(
                 window.add_permits(1);
             }
             let mut t = tally.lock().unwrap_or_else(|e| e.into_inner());
+            if es {
+                t.acked_es += local.acked.len() as u64;
+            }
             t.latencies_us.append(&mut local.latencies_us);
             t.acked.append(&mut local.acked);
             t.replies += local.replies;
@@ -610,7 +977,7 @@ async fn connection(
         };
         k += 1;
         acc_invalid += cfg.invalid;
-        let (kind, params, member) = if acc_invalid >= 1.0 {
+        let sub = if acc_invalid >= 1.0 {
             acc_invalid -= 1.0;
             invalid_turn += 1;
             local.invalid_sent += 1;
@@ -618,39 +985,41 @@ async fn connection(
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone();
-            invalid_share(&bank, invalid_turn, recent)
+            Some(invalid_share(&bank, &wire, invalid_turn, recent))
         } else {
-            match bank.pop() {
-                Some(s) => {
-                    let (h, nonce, mix) = (
-                        to_hex(&bank.header(s.job)),
-                        nonce_hex(s.nonce),
-                        to_hex(&s.mix),
-                    );
-                    let member = format!("{nonce}:{h}:{mix}");
-                    (Kind::Valid, [nonce, h, mix], member)
-                }
-                None => {
-                    local.starved += 1;
-                    if interval.is_none() {
-                        window.add_permits(1);
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                    }
-                    continue;
-                }
+            valid_share(&bank, &wire)
+        };
+        let Some(Submission {
+            kind,
+            params,
+            member,
+        }) = sub
+        else {
+            local.starved += 1;
+            if interval.is_none() {
+                window.add_permits(1);
+                tokio::time::sleep(Duration::from_millis(1)).await;
             }
+            continue;
         };
         let id = next_id;
         next_id += 1;
-        pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, Pending { due, kind, member });
-        let line = format!(
-            "{}\n",
-            json!({"id": id, "jsonrpc": "2.0", "method": "eth_submitWork", "params": params})
+        let line = if es {
+            json!({"id": id, "method": wire.method(), "params": params})
+        } else {
+            json!({"id": id, "jsonrpc": "2.0", "method": wire.method(), "params": params})
+        };
+        let params = (kind == Kind::Valid).then_some(params);
+        pending.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            id,
+            Pending {
+                due,
+                kind,
+                member,
+                params,
+            },
         );
-        if w.write_all(line.as_bytes()).await.is_err() {
+        if w.write_all(format!("{line}\n").as_bytes()).await.is_err() {
             break;
         }
         local.sent += 1;
@@ -682,44 +1051,110 @@ async fn connection(
     Ok(())
 }
 
-/// An invalid submission, in turn: a wrong mix, a duplicate of a recent valid share, a header
-/// the pool never issued.
-fn invalid_share(bank: &Bank, turn: u32, recent: Option<String>) -> (Kind, [String; 3], String) {
-    let fallback = || {
-        let h = bank.lock().headers.last().copied().unwrap_or([0; 32]);
-        (nonce_hex(u64::from(turn)), h)
-    };
-    match turn % 3 {
-        1 if recent.is_some() => {
-            let m = recent.unwrap_or_default();
-            let p: Vec<String> = m.split(':').map(str::to_string).collect();
-            if let [a, b, c] = p.as_slice() {
-                return (Kind::Duplicate, [a.clone(), b.clone(), c.clone()], m);
+/// The `pow` member the proxy stores for a share: `nonce:header:mix`.
+fn member(nonce: u64, header: &[u8; 32], mix: &[u8; 32]) -> String {
+    format!("{}:{}:{}", nonce_hex(nonce), to_hex(header), to_hex(mix))
+}
+
+/// An EthereumStratum/1.0.0 nonce's miner part: the digits after the extranonce.
+fn part_hex(nonce: u64) -> String {
+    format!(
+        "{:0width$x}",
+        nonce & ((1u64 << PART_BITS) - 1),
+        width = (PART_BITS / 4) as usize
+    )
+}
+
+/// The next precomputed valid share; `None` when the bank has none ready for this connection.
+fn valid_share(bank: &Bank, wire: &Wire) -> Option<Submission> {
+    match wire {
+        Wire::EthProxy => {
+            let s = bank.pop(0)?;
+            let h = bank.header(s.job);
+            Some(Submission {
+                kind: Kind::Valid,
+                params: json!([nonce_hex(s.nonce), to_hex(&h), to_hex(&s.mix)]),
+                member: member(s.nonce, &h, &s.mix),
+            })
+        }
+        Wire::Es(es) => {
+            let s = bank.pop(es.lane)?;
+            let h = bank.header(s.job);
+            // A job the bank has from another connection's notify, not yet this one's.
+            let Some(job) = es.job_id(&h) else {
+                bank.unpop(es.lane, s);
+                return None;
+            };
+            Some(Submission {
+                kind: Kind::Valid,
+                params: json!([es.user, job, part_hex(s.nonce)]),
+                // The proxy computes the mix itself: the same one the generator found.
+                member: member(s.nonce, &h, &s.mix),
+            })
+        }
+    }
+}
+
+/// An invalid submission, in turn: a wrong mix (EthProxy) or a nonce above the target
+/// (EthereumStratum/1.0.0), a duplicate of a recent valid share, an unknown header or job.
+fn invalid_share(
+    bank: &Bank,
+    wire: &Wire,
+    turn: u32,
+    recent: Option<(Value, String)>,
+) -> Submission {
+    if let (1, Some((params, member))) = (turn % 3, recent) {
+        return Submission {
+            kind: Kind::Duplicate,
+            params,
+            member,
+        };
+    }
+    match wire {
+        Wire::EthProxy => {
+            let fallback = || {
+                let h = bank.lock().headers.last().copied().unwrap_or([0; 32]);
+                (nonce_hex(u64::from(turn)), h)
+            };
+            if turn % 3 == 2 {
+                let mut h = [0x5a; 32];
+                h[..4].copy_from_slice(&turn.to_be_bytes());
+                let (n, _) = fallback();
+                return Submission {
+                    kind: Kind::Stale,
+                    params: json!([n, to_hex(&h), to_hex(&[0x11; 32])]),
+                    member: String::new(),
+                };
             }
-            let (n, h) = fallback();
-            (
-                Kind::BadMix,
-                [n, to_hex(&h), to_hex(&[0xee; 32])],
-                String::new(),
-            )
-        }
-        2 => {
-            let mut h = [0x5a; 32];
-            h[..4].copy_from_slice(&turn.to_be_bytes());
-            let (n, _) = fallback();
-            (
-                Kind::Stale,
-                [n, to_hex(&h), to_hex(&[0x11; 32])],
-                String::new(),
-            )
-        }
-        _ => {
-            let (n, h) = match bank.pop() {
+            let (n, h) = match bank.pop(0) {
                 Some(s) => (nonce_hex(s.nonce), bank.header(s.job)),
                 None => fallback(),
             };
-            let mix = [0xee; 32];
-            (Kind::BadMix, [n, to_hex(&h), to_hex(&mix)], String::new())
+            Submission {
+                kind: Kind::Bad,
+                params: json!([n, to_hex(&h), to_hex(&[0xee; 32])]),
+                member: String::new(),
+            }
+        }
+        Wire::Es(es) => {
+            if turn % 3 != 2 {
+                let low = bank
+                    .pop_low(es.lane)
+                    .and_then(|(job, nonce)| Some((es.job_id(&bank.header(job))?, nonce)));
+                if let Some((job, nonce)) = low {
+                    return Submission {
+                        kind: Kind::Bad,
+                        params: json!([es.user, job, part_hex(nonce)]),
+                        member: String::new(),
+                    };
+                }
+            }
+            // Job ids are the session's counter in 8 hex digits: this one is never issued.
+            Submission {
+                kind: Kind::Stale,
+                params: json!([es.user, format!("f{turn:07x}"), part_hex(u64::from(turn))]),
+                member: String::new(),
+            }
         }
     }
 }
@@ -841,6 +1276,9 @@ async fn check_redis(
         unanswered: tally.unanswered_valid,
         connections: logins.len(),
         seconds,
+        acknowledged_ethproxy: acknowledged - tally.acked_es,
+        acknowledged_ethereumstratum: tally.acked_es,
+        ..LoadReport::default()
     })
 }
 
@@ -871,6 +1309,10 @@ pub struct LoadgenArgs {
     /// Chain preset of the pool.
     #[arg(long, default_value = "test", value_parser = chain_arg)]
     pub chain: ChainSpec,
+    /// Stratum dialect: ethproxy, ethereumstratum (alias nicehash; 2-byte extranonce) or mixed
+    /// (every other connection ethereumstratum).
+    #[arg(long, value_enum, default_value = "ethproxy")]
+    pub dialect: LoadDialect,
     /// Print JSON (the only output format).
     #[arg(long)]
     pub json: bool,
@@ -891,6 +1333,7 @@ pub async fn run_cli(args: LoadgenArgs) -> Result<LoadReport, LoadgenError> {
         rate: args.rate,
         invalid: args.invalid,
         chain: args.chain,
+        dialect: args.dialect,
     };
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
@@ -900,4 +1343,56 @@ pub async fn run_cli(args: LoadgenArgs) -> Result<LoadReport, LoadgenError> {
         }
     });
     run(cfg, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        args: LoadgenArgs,
+    }
+
+    #[test]
+    fn dialect_flag_and_connection_split() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["loadgen", "--stratum", "127.0.0.1:1"];
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv).map(|c| c.args.dialect)
+        };
+        assert_eq!(parse(&[]).expect("default"), LoadDialect::EthProxy);
+        for (name, d) in [
+            ("ethproxy", LoadDialect::EthProxy),
+            ("ethereumstratum", LoadDialect::EthereumStratum),
+            ("nicehash", LoadDialect::EthereumStratum),
+            ("mixed", LoadDialect::Mixed),
+        ] {
+            assert_eq!(parse(&["--dialect", name]).expect(name), d);
+        }
+        assert!(parse(&["--dialect", "getwork"]).is_err());
+        let es = |d: LoadDialect| {
+            (0..6)
+                .filter(|&i| d.of(i) == Dialect::EthereumStratum)
+                .count()
+        };
+        assert_eq!(es(LoadDialect::EthProxy), 0);
+        assert_eq!(es(LoadDialect::EthereumStratum), 6);
+        assert_eq!(es(LoadDialect::Mixed), 3);
+    }
+
+    #[test]
+    fn nonce_parts_and_lanes() {
+        assert_eq!(part_hex(0xabcd_0000_0000_0102), "000000000102");
+        let bank = Bank::default();
+        bank.lock().part_base = 0x8001;
+        let lane = bank.add_lane(0xabcd);
+        let b = bank.lock();
+        let l = &b.lanes[lane];
+        // The extranonce on top, then this run's bits, never past the extranonce's space.
+        assert_eq!(l.next, 0xabcd_8001_0000_0000);
+        assert_eq!(l.end, 0xabcd_ffff_ffff_ffff);
+    }
 }

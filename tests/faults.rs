@@ -271,6 +271,7 @@ async fn redis_killed_and_restarted_during_load() {
         rate: None,
         invalid,
         chain: ChainSpec::test(),
+        dialect: Default::default(),
     };
 
     // The load runs until cancelled, once shares stored after the restart have been seen.

@@ -1,9 +1,11 @@
 //! The load generator against a small Stratum pool in this file that verifies every share with
 //! the engine and stores it with the real storage module in a real redis-server: the report's
 //! counts and its Redis check (nothing lost, nothing double counted) are right, and a pool that
-//! acknowledges shares it never stored is caught.
+//! acknowledges shares it never stored is caught. Then EthereumStratum/1.0.0 and mixed-dialect
+//! load against the real proxy.
 
 mod common;
+mod proxy_support;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -12,7 +14,7 @@ use std::time::Duration;
 use dagproxy::ethash::target::{target_from_difficulty, target_hex};
 use dagproxy::ethash::{hashimoto, ChainSpec, LightCache, PowInput, U256};
 use dagproxy::hexutil::{parse_h256, parse_nonce, to_hex};
-use dagproxy::loadgen::{self, LoadgenConfig};
+use dagproxy::loadgen::{self, LoadDialect, LoadgenConfig};
 use dagproxy::storage::{RedisStore, ShareRecord, WriteOutcome};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -140,6 +142,7 @@ fn cfg(addr: String, r: &common::RedisServer, rate: Option<f64>, invalid: f64) -
         rate,
         invalid,
         chain: ChainSpec::test(),
+        dialect: LoadDialect::EthProxy,
     }
 }
 
@@ -180,4 +183,123 @@ async fn closed_loop_catches_a_pool_that_acks_unstored_shares() {
     assert_eq!(rep.lost, skipped, "{rep:?}");
     assert_eq!(rep.found_in_redis + skipped, rep.acknowledged);
     assert_eq!(rep.double_counted, 0);
+}
+
+/// The proxy (CPU light verifier, share difficulty 4) on a dev chain that finds no blocks.
+async fn real_proxy() -> (proxy_support::Devnet, proxy_support::TestProxy) {
+    use proxy_support::{test_config, Devnet, TestProxy};
+    let dev = Devnet::start(u64::MAX).await;
+    let redis = common::RedisServer::start();
+    let proxy = TestProxy::start(test_config(&[&dev], &redis), redis).await;
+    (dev, proxy)
+}
+
+fn proxy_cfg(
+    proxy: &proxy_support::TestProxy,
+    dialect: LoadDialect,
+    rate: Option<f64>,
+    invalid: f64,
+) -> LoadgenConfig {
+    LoadgenConfig {
+        stratum: proxy.stratum.to_string(),
+        redis: proxy.redis.url(),
+        prefix: "eth".into(),
+        connections: 8,
+        duration: Duration::from_millis(1500),
+        rate,
+        invalid,
+        chain: ChainSpec::test(),
+        dialect,
+    }
+}
+
+/// What must hold for any run against the real proxy.
+fn assert_clean(rep: &loadgen::LoadReport) {
+    eprintln!("{}", serde_json::to_string(rep).expect("json"));
+    assert!(rep.acknowledged > 0, "{rep:?}");
+    assert_eq!(rep.found_in_redis, rep.acknowledged, "{rep:?}");
+    assert_eq!(rep.lost, 0, "{rep:?}");
+    assert_eq!(rep.double_counted, 0, "{rep:?}");
+    assert_eq!(rep.invalid_accepted, 0, "{rep:?}");
+    assert_eq!(rep.valid_rejected, 0, "{rep:?}");
+    assert_eq!(rep.unanswered, 0, "{rep:?}");
+    assert_eq!(rep.hashrate_members, rep.acknowledged, "{rep:?}");
+    let diff = proxy_support::SHARE_DIFF;
+    assert_eq!(rep.share_difficulty, diff.to_string(), "{rep:?}");
+    assert_eq!(rep.round_shares, (rep.acknowledged * diff).to_string());
+    assert_eq!(
+        rep.acknowledged_ethproxy + rep.acknowledged_ethereumstratum,
+        rep.acknowledged
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ethereumstratum_load_against_the_proxy() {
+    let (_dev, proxy) = real_proxy().await;
+    // Open loop with low-difficulty, duplicate and unknown-job submissions.
+    let cfg = proxy_cfg(&proxy, LoadDialect::EthereumStratum, Some(300.0), 0.3);
+    let rep = loadgen::run(cfg, CancellationToken::new())
+        .await
+        .expect("loadgen");
+    assert_clean(&rep);
+    assert_eq!(rep.acknowledged_ethproxy, 0, "{rep:?}");
+    assert_eq!(rep.ethereumstratum_connections, 8, "{rep:?}");
+    assert_eq!(rep.dialect, "ethereumstratum");
+    assert!(rep.invalid_sent > 10, "{rep:?}");
+    assert_eq!(rep.replies, rep.sent, "{rep:?}");
+    // The proxy saw each kind of bad submission, and nothing else.
+    let text = reqwest::get(format!("http://{}/metrics", proxy.metrics))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
+    let verdict = |v: &str| {
+        let key = format!("dagproxy_shares_total{{verdict=\"{v}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(key.as_str()))
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("{key} in\n{text}"))
+    };
+    let (low, dup, stale) = (
+        verdict("low_difficulty"),
+        verdict("duplicate"),
+        verdict("stale"),
+    );
+    assert!(low > 0 && dup > 0 && stale > 0, "{low} {dup} {stale}");
+    assert_eq!(low + dup + stale, rep.invalid_sent, "{rep:?}");
+    assert_eq!(verdict("valid"), rep.acknowledged);
+    // Closed loop.
+    let cfg = proxy_cfg(&proxy, LoadDialect::EthereumStratum, None, 0.0);
+    let rep = loadgen::run(cfg, CancellationToken::new())
+        .await
+        .expect("loadgen");
+    assert_clean(&rep);
+    assert_eq!(rep.acknowledged_ethproxy, 0, "{rep:?}");
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_dialect_load_against_the_proxy() {
+    let (_dev, proxy) = real_proxy().await;
+    let cfg = proxy_cfg(&proxy, LoadDialect::Mixed, Some(300.0), 0.3);
+    let rep = loadgen::run(cfg, CancellationToken::new())
+        .await
+        .expect("loadgen");
+    assert_clean(&rep);
+    assert_eq!(
+        (rep.ethproxy_connections, rep.ethereumstratum_connections),
+        (4, 4)
+    );
+    assert!(rep.acknowledged_ethproxy > 0, "{rep:?}");
+    assert!(rep.acknowledged_ethereumstratum > 0, "{rep:?}");
+    assert!(rep.invalid_sent > 10, "{rep:?}");
+    let cfg = proxy_cfg(&proxy, LoadDialect::Mixed, None, 0.0);
+    let rep = loadgen::run(cfg, CancellationToken::new())
+        .await
+        .expect("loadgen");
+    assert_clean(&rep);
+    assert!(rep.acknowledged_ethproxy > 0, "{rep:?}");
+    assert!(rep.acknowledged_ethereumstratum > 0, "{rep:?}");
+    proxy.stop().await;
 }
