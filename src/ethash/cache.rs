@@ -3,7 +3,7 @@
 
 use super::chain::{EpochInfo, HASH_BYTES};
 use super::keccak::{keccak512, keccak512_64};
-use super::memory::NodeBuf;
+use super::memory::{prefetch, NodeBuf};
 use super::node::{fnv, Node};
 
 /// Parents mixed into each dataset item.
@@ -87,6 +87,7 @@ impl LightCache {
             let mut parents = [0u32; MAX_LANES];
             for k in 0..lanes {
                 parents[k] = fnv(indices[k] ^ j, out[k].0[(j % 16) as usize]) % n;
+                prefetch(&cache[parents[k] as usize]);
             }
             for k in 0..lanes {
                 let parent = &cache[parents[k] as usize];
@@ -102,7 +103,8 @@ impl LightCache {
 
     /// Fills `out` with the consecutive dataset items starting at `first`.
     pub fn fill_items(&self, first: u64, out: &mut [Node]) {
-        const LANES: usize = 8;
+        // With parents prefetched, 16 lanes measured ~10% over 8.
+        const LANES: usize = MAX_LANES;
         for (c, chunk) in out.chunks_mut(LANES).enumerate() {
             let base = first + (c * LANES) as u64;
             let mut idx = [0u32; LANES];

@@ -4,6 +4,7 @@
 use super::cache::{LightCache, MAX_LANES};
 use super::chain::MIX_BYTES;
 use super::keccak::{keccak256_seed_cmix, keccak512_header_nonce};
+use super::memory::prefetch;
 use super::node::{fnv, Node};
 
 /// Dataset accesses per hash.
@@ -93,24 +94,6 @@ impl RowSource for DatasetRows<'_> {
             }
         }
     }
-}
-
-/// Asks for both cache lines of a 128-byte row.
-#[inline(always)]
-fn prefetch(row: &[u32; MIX_WORDS]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let p = row.as_ptr().cast::<i8>();
-        // SAFETY: a prefetch is only a hint; both addresses lie inside `row`.
-        #[allow(unsafe_code)]
-        unsafe {
-            _mm_prefetch::<_MM_HINT_T0>(p);
-            _mm_prefetch::<_MM_HINT_T0>(p.add(64));
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = row;
 }
 
 /// Hashes one input.

@@ -11,6 +11,28 @@ const MAP_THRESHOLD: usize = 4 << 20;
 /// Huge page size the mapping is aligned to.
 const HUGE_PAGE: usize = 2 << 20;
 
+/// Asks the CPU to start loading every cache line of `v`, so that several random reads are
+/// in flight before the first is used (hashimoto rows, dataset parents).
+#[inline(always)]
+pub fn prefetch<T>(v: &T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let p = (v as *const T).cast::<i8>();
+        let mut off = 0;
+        while off < std::mem::size_of::<T>() {
+            // SAFETY: a prefetch is only a hint and never faults; the address lies inside `v`.
+            #[allow(unsafe_code)]
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(p.add(off));
+            }
+            off += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = v;
+}
+
 /// A zero-initialised, fixed-length buffer of nodes.
 pub struct NodeBuf {
     inner: Inner,
