@@ -10,6 +10,14 @@ local expire = ARGV[3]
 local out = {}
 local last_sweep = nil
 local used = {}
+-- stats.roundShares is added once per batch (exact as long as the sum stays below 2^52).
+local round_sum = 0
+local function flush_round()
+  if round_sum > 0 then
+    redis.call('HINCRBY', KEYS[4], 'roundShares', string.format('%.0f', round_sum))
+    round_sum = 0
+  end
+end
 local n = (#ARGV - 3) / 6
 for i = 1, n do
   local a = 3 + 6 * (i - 1)
@@ -32,17 +40,25 @@ for i = 1, n do
     local m = ms
     if used[p] and used[p] >= m then m = used[p] + 1 end
     local member = p .. string.format('%.0f', m)
-    while redis.call('ZSCORE', KEYS[3], member) do
+    while redis.call('ZADD', KEYS[3], 'NX', ts, member) == 0 do
       m = m + 1
       member = p .. string.format('%.0f', m)
     end
     used[p] = m
-    redis.call('ZADD', KEYS[3], ts, member)
     redis.call('ZADD', hr_login, ts, diff .. ':' .. id .. ':' .. string.format('%.0f', m))
     redis.call('EXPIRE', hr_login, expire)
     redis.call('HSET', miner, 'lastShare', ts)
-    redis.call('HINCRBY', KEYS[4], 'roundShares', diff)
+    local d = tonumber(diff)
+    if d >= 2 ^ 52 or round_sum + d >= 2 ^ 52 then
+      flush_round()
+    end
+    if d >= 2 ^ 52 then
+      redis.call('HINCRBY', KEYS[4], 'roundShares', diff)
+    else
+      round_sum = round_sum + d
+    end
     out[i] = 1
   end
 end
+flush_round()
 return out

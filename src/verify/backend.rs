@@ -8,7 +8,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 
 use crate::ethash::{
-    hashimoto_par, ChainSpec, DagStore, EpochInfo, FullDataset, LightCache, PowInput, PowOutput,
+    hashimoto_batch, hashimoto_par, ChainSpec, DagStore, EpochInfo, FullDataset, LightCache,
+    PowInput, PowOutput,
 };
 
 use super::VerifyError;
@@ -198,6 +199,9 @@ impl Backend for CpuLight {
     }
 }
 
+/// Largest full-dataset batch hashed on the verifier thread itself (about 0.1-0.5 ms of work).
+const INLINE_BATCH: usize = 128;
+
 #[derive(Debug)]
 enum DatasetState {
     Building(
@@ -323,6 +327,11 @@ impl Backend for Cpu {
             let inputs: Vec<PowInput> = idx.iter().map(|&k| jobs[k].1).collect();
             let mut vals = vec![PowOutput::default(); inputs.len()];
             match self.ready(&info) {
+                // A small batch costs microseconds from RAM: handing it to the rayon pool
+                // (waking threads, waiting) would cost more than hashing it here.
+                Some(ds) if inputs.len() <= INLINE_BATCH => {
+                    hashimoto_batch(&ds.rows(), &inputs, &mut vals)
+                }
                 Some(ds) => hashimoto_par(&ds.rows(), &inputs, &mut vals),
                 None => hashimoto_par(&*caches.get(&info), &inputs, &mut vals),
             }
