@@ -195,6 +195,64 @@ async fn batch_dedups_inside_and_against_earlier_and_keeps_order() {
 }
 
 #[tokio::test]
+async fn hashrate_members_stay_unique_when_earlier_batches_used_the_milliseconds() {
+    let r = common::RedisServer::start();
+    let st = store(&r, "eth").await;
+    let mut con = r.con();
+    // Members an earlier batch of the same worker would have written over the next 5 s.
+    let now_ms = now_s() * 1000;
+    let taken: Vec<(i64, String)> = (now_ms - 1000..now_ms + 5000)
+        .map(|m| (1, format!("10:{LOGIN}:a:{m}")))
+        .collect();
+    let _: () = con.zadd_multiple("eth:hashrate", &taken).expect("seed");
+
+    let batch: Vec<ShareRecord> = (0..20).map(|i| share(LOGIN, "a", 50 + i, 300, 10)).collect();
+    let got = st.write_shares(&batch).await.expect("batch");
+    assert_eq!(got, vec![WriteOutcome::Stored; 20]);
+    let all = zset(&mut con, "eth:hashrate");
+    assert_eq!(all.len(), taken.len() + 20);
+    // Each per-login member diff:id:ms names a global member the batch added (not a seeded one).
+    let seeded: std::collections::HashSet<&str> = taken.iter().map(|(_, m)| m.as_str()).collect();
+    let per_login = zset(&mut con, &format!("eth:hashrate:{LOGIN}"));
+    assert_eq!(per_login.len(), 20);
+    for (m, _) in &per_login {
+        let ms = m.rsplit(':').next().expect("ms");
+        let global = format!("10:{LOGIN}:a:{ms}");
+        assert!(!seeded.contains(global.as_str()), "{global} was seeded");
+        assert!(all.iter().any(|(g, _)| *g == global), "{global} missing");
+    }
+    let round: i64 = con.hget("eth:shares:roundCurrent", LOGIN).expect("round");
+    assert_eq!(round, 200);
+}
+
+#[tokio::test]
+async fn batch_across_a_height_change_sweeps_in_order() {
+    let r = common::RedisServer::start();
+    let st = store(&r, "eth").await;
+    let old = share(LOGIN, "a", 1, 100, 10);
+    assert_eq!(st.write_share(&old).await.expect("old"), WriteOutcome::Stored);
+    // Height 105 keeps height 100 (bound 97), so the old share is still a duplicate; then
+    // height 120 (bound 112) sweeps both lower heights, as writing one by one would.
+    let batch = vec![
+        share(LOGIN, "a", 2, 105, 10),
+        old.clone(),
+        share(LOGIN2, "b", 3, 120, 10),
+        share(LOGIN2, "b", 3, 120, 10),
+    ];
+    let got = st.write_shares(&batch).await.expect("batch");
+    use WriteOutcome::{Duplicate, Stored};
+    assert_eq!(got, vec![Stored, Duplicate, Stored, Duplicate]);
+    let mut con = r.con();
+    let pow = zset(&mut con, "eth:pow");
+    assert_eq!(pow.len(), 1, "{pow:?}");
+    assert_eq!(pow[0].1, 120.0);
+    let round: HashMap<String, i64> = con.hgetall("eth:shares:roundCurrent").expect("round");
+    assert_eq!(round, HashMap::from([(LOGIN.into(), 20), (LOGIN2.into(), 10)]));
+    let stats: i64 = con.hget("eth:stats", "roundShares").expect("stats");
+    assert_eq!(stats, 30);
+}
+
+#[tokio::test]
 async fn block_renames_round_and_writes_candidate() {
     let r = common::RedisServer::start();
     let st = store(&r, "eth").await;

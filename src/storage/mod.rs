@@ -7,6 +7,7 @@
 //! open-ethereum-pool's `WriteShare`, `WriteBlock` and `WriteNodeState`, so its API, unlocker and
 //! payouts modules read them unchanged.
 
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -248,10 +249,27 @@ impl RedisStore {
             .key(self.key(&["hashrate"]))
             .key(self.key(&["stats"]));
         inv.arg(ms).arg(ms / 1000).arg(self.hashrate_expiration_s);
-        for s in batch {
-            inv.key(self.key(&["hashrate", &s.login]))
-                .key(self.key(&["miners", &s.login]));
-            inv.arg(&s.login)
+        // Distinct logins in order of first appearance; shares refer to them by 1-based index,
+        // so each login's keys are sent (and written) once per batch.
+        let mut logins: Vec<&str> = Vec::new();
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        let refs: Vec<usize> = batch
+            .iter()
+            .map(|s| {
+                *index.entry(s.login.as_str()).or_insert_with(|| {
+                    logins.push(&s.login);
+                    logins.len()
+                })
+            })
+            .collect();
+        inv.arg(logins.len());
+        for login in &logins {
+            inv.key(self.key(&["hashrate", login]))
+                .key(self.key(&["miners", login]));
+            inv.arg(*login);
+        }
+        for (s, j) in batch.iter().zip(refs) {
+            inv.arg(j)
                 .arg(&s.worker)
                 .arg(s.pow_member())
                 .arg(s.difficulty)

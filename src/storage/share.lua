@@ -1,64 +1,147 @@
 -- open-ethereum-pool's checkPoWExist + WriteShare for a batch of shares, as one atomic step.
 -- KEYS[1] pow  KEYS[2] shares:roundCurrent  KEYS[3] hashrate  KEYS[4] stats
--- KEYS[3+2i] hashrate:<login>  KEYS[4+2i] miners:<login>        (share i = 1..n)
--- ARGV[1] ms  ARGV[2] ts (seconds)  ARGV[3] hashrate expiration (seconds)
--- ARGV[4+6(i-1) ..] login, worker id, pow member (nonce:powHash:mix), diff, height, sweep bound
+-- KEYS[3+2j] hashrate:<login j>  KEYS[4+2j] miners:<login j>     (distinct login j = 1..m)
+-- ARGV[1] ms  ARGV[2] ts (seconds)  ARGV[3] hashrate expiration (seconds)  ARGV[4] m
+-- ARGV[4+j] login j
+-- ARGV[4+m+6(i-1) ..] login index j, worker id, pow member (nonce:powHash:mix), diff, height,
+-- sweep bound                                                                  (share i = 1..n)
 -- Returns one integer per share: 1 stored, 0 duplicate (member already in pow).
+--
+-- The result equals writing the shares one by one, but each key is written with one variadic
+-- command per batch (per login for the per-login keys): Redis spends its time in the commands'
+-- own work rather than in one call per share and key.
 local ms = tonumber(ARGV[1])
 local ts = ARGV[2]
 local expire = ARGV[3]
-local out = {}
-local last_sweep = nil
-local used = {}
--- stats.roundShares is added once per batch (exact as long as the sum stays below 2^52).
-local round_sum = 0
-local function flush_round()
-  if round_sum > 0 then
-    redis.call('HINCRBY', KEYS[4], 'roundShares', string.format('%.0f', round_sum))
-    round_sum = 0
-  end
+local nl = tonumber(ARGV[4])
+local base = 4 + nl
+local n = (#ARGV - base) / 6
+local function arg(i, k) return ARGV[base + 6 * (i - 1) + k] end
+local function login(j) return ARGV[4 + j] end
+
+-- Sweep the pow backlog below height-8 (3 templates live in the proxy's memory). Shares are
+-- swept in arrival order, so a share is checked against the sweep of its own template.
+local out, new = {}, {}
+local pows = {}
+for i = 1, n do pows[i] = arg(i, 3) end
+local function sweep(bound)
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. bound)
 end
-local n = (#ARGV - 3) / 6
+local bounds, last = {}, nil
 for i = 1, n do
-  local a = 3 + 6 * (i - 1)
-  local login, id, pow, diff, height, sweep =
-    ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
-  -- Sweep the pow backlog below height-8 (3 templates live in the proxy's memory).
-  if sweep ~= '' and sweep ~= last_sweep then
-    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. sweep)
-    last_sweep = sweep
+  local b = arg(i, 6)
+  if b ~= '' and b ~= last then bounds[#bounds + 1] = i; last = b end
+end
+local scores
+if #bounds <= 1 then
+  if #bounds == 1 then sweep(arg(bounds[1], 6)) end
+  scores = redis.call('ZMSCORE', KEYS[1], unpack(pows))
+end
+local seen = {}
+for i = 1, n do
+  local p = pows[i]
+  local exists
+  if scores then
+    exists = scores[i]
+  else
+    -- Several sweep bounds in one batch (a height change): keep the one-by-one order.
+    if arg(i, 6) ~= '' and (i == 1 or arg(i, 6) ~= arg(i - 1, 6)) then sweep(arg(i, 6)) end
+    exists = redis.call('ZSCORE', KEYS[1], p)
+    if not exists and not seen[p] then redis.call('ZADD', KEYS[1], arg(i, 5), p) end
   end
-  if redis.call('ZADD', KEYS[1], height, pow) == 0 then
+  if exists or seen[p] then
     out[i] = 0
   else
-    local hr_login, miner = KEYS[3 + 2 * i], KEYS[4 + 2 * i]
-    redis.call('HINCRBY', KEYS[2], login, diff)
-    -- Members are diff:login:id:ms; a second share of the same worker in the same
-    -- millisecond (common in a batch) would overwrite the first, so step ms until unique.
-    -- used[] remembers the last ms given to a worker in this call, keeping a batch O(n).
-    local p = diff .. ':' .. login .. ':' .. id .. ':'
-    local m = ms
-    if used[p] and used[p] >= m then m = used[p] + 1 end
-    local member = p .. string.format('%.0f', m)
-    while redis.call('ZADD', KEYS[3], 'NX', ts, member) == 0 do
-      m = m + 1
-      member = p .. string.format('%.0f', m)
-    end
-    used[p] = m
-    redis.call('ZADD', hr_login, ts, diff .. ':' .. id .. ':' .. string.format('%.0f', m))
-    redis.call('EXPIRE', hr_login, expire)
-    redis.call('HSET', miner, 'lastShare', ts)
-    local d = tonumber(diff)
-    if d >= 2 ^ 52 or round_sum + d >= 2 ^ 52 then
-      flush_round()
-    end
-    if d >= 2 ^ 52 then
-      redis.call('HINCRBY', KEYS[4], 'roundShares', diff)
-    else
-      round_sum = round_sum + d
-    end
+    seen[p] = true
     out[i] = 1
+    new[#new + 1] = i
   end
 end
-flush_round()
+if #new == 0 then return out end
+if scores then
+  local z = {}
+  for _, i in ipairs(new) do z[#z + 1] = arg(i, 5); z[#z + 1] = pows[i] end
+  redis.call('ZADD', KEYS[1], unpack(z))
+end
+
+-- Hashrate members are diff:login:id:ms; a second share of the same worker in the same
+-- millisecond (common in a batch) would overwrite the first, so step ms until unique.
+-- used[] remembers the last ms given to a worker in this call, keeping a batch O(n).
+local used, members, stamps = {}, {}, {}
+for k, i in ipairs(new) do
+  local p = arg(i, 4) .. ':' .. login(tonumber(arg(i, 1))) .. ':' .. arg(i, 2) .. ':'
+  local m = ms
+  if used[p] and used[p] >= m then m = used[p] + 1 end
+  used[p] = m
+  stamps[k] = string.format('%.0f', m)
+  members[k] = p .. stamps[k]
+end
+local taken = redis.call('ZMSCORE', KEYS[3], unpack(members))
+local clash = false
+for k = 1, #new do if taken[k] then clash = true; break end end
+if clash then
+  -- An earlier batch used some of these milliseconds: assign one by one, as before.
+  used = {}
+  for k, i in ipairs(new) do
+    local p = arg(i, 4) .. ':' .. login(tonumber(arg(i, 1))) .. ':' .. arg(i, 2) .. ':'
+    local m = ms
+    if used[p] and used[p] >= m then m = used[p] + 1 end
+    while redis.call('ZADD', KEYS[3], 'NX', ts, p .. string.format('%.0f', m)) == 0 do
+      m = m + 1
+    end
+    used[p] = m
+    stamps[k] = string.format('%.0f', m)
+  end
+else
+  local z = {}
+  for k = 1, #new do
+    z[#z + 1] = ts
+    z[#z + 1] = members[k]
+  end
+  redis.call('ZADD', KEYS[3], unpack(z))
+end
+
+-- Per login: round shares, its hashrate zset (diff:id:ms), its TTL and lastShare.
+-- Sums stay exact below 2^52; a larger one goes to Redis (64-bit integers) at once.
+local logins, order = {}, {}
+local total = 0
+local function add_total(d, diff)
+  if d >= 2 ^ 52 or total + d >= 2 ^ 52 then
+    redis.call('HINCRBY', KEYS[4], 'roundShares', diff)
+  else
+    total = total + d
+  end
+end
+for k, i in ipairs(new) do
+  local j = tonumber(arg(i, 1))
+  local l = logins[j]
+  if not l then
+    l = { sum = 0, hr = {} }
+    logins[j] = l
+    order[#order + 1] = j
+  end
+  local diff = arg(i, 4)
+  local d = tonumber(diff)
+  if d >= 2 ^ 52 or l.sum + d >= 2 ^ 52 then
+    redis.call('HINCRBY', KEYS[2], login(j), diff)
+  else
+    l.sum = l.sum + d
+  end
+  add_total(d, diff)
+  l.hr[#l.hr + 1] = ts
+  l.hr[#l.hr + 1] = diff .. ':' .. arg(i, 2) .. ':' .. stamps[k]
+end
+for _, j in ipairs(order) do
+  local l = logins[j]
+  if l.sum > 0 then
+    redis.call('HINCRBY', KEYS[2], login(j), string.format('%.0f', l.sum))
+  end
+  local hr_login, miner = KEYS[3 + 2 * j], KEYS[4 + 2 * j]
+  redis.call('ZADD', hr_login, unpack(l.hr))
+  redis.call('EXPIRE', hr_login, expire)
+  redis.call('HSET', miner, 'lastShare', ts)
+end
+if total > 0 then
+  redis.call('HINCRBY', KEYS[4], 'roundShares', string.format('%.0f', total))
+end
 return out
