@@ -42,6 +42,8 @@ const ES_JOBS: usize = 8;
 const MAX_LOWS: usize = 4096;
 /// Most nonces one generator step hashes.
 const RANGE: u64 = 4096;
+/// Width of the windows of `p99_ms_by_10s`.
+const WINDOW: Duration = Duration::from_secs(10);
 
 /// Errors of the load generator.
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +140,9 @@ pub struct LoadReport {
     pub p50_ms: f64,
     /// 99th percentile reply latency, milliseconds.
     pub p99_ms: f64,
+    /// p99 of the shares due in each 10 s of the run, in order (a tail that grows over the
+    /// run shows a backlog or a store slowing down, rather than a steady cost).
+    pub p99_ms_by_10s: Vec<f64>,
     /// Valid shares acknowledged as accepted.
     pub acknowledged: u64,
     /// Of those, how many are in `<prefix>:pow`.
@@ -567,7 +572,8 @@ impl Wire {
 
 #[derive(Debug, Default)]
 struct Tally {
-    latencies_us: Vec<u32>,
+    /// Reply latency and the window (of `WINDOW`) the share was due in.
+    latencies_us: Vec<(u32, u16)>,
     acked: Vec<String>,
     acked_es: u64,
     sent: u64,
@@ -910,7 +916,10 @@ async fn connection(
                     continue;
                 };
                 let us = p.due.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
-                local.latencies_us.push(us);
+                let w = p.due.saturating_duration_since(start).as_secs() / WINDOW.as_secs();
+                local
+                    .latencies_us
+                    .push((us, w.min(u64::from(u16::MAX)) as u16));
                 local.replies += 1;
                 let ok = msg.get("result") == Some(&Value::Bool(true));
                 match (p.kind, ok) {
@@ -1252,14 +1261,25 @@ async fn check_redis(
         .saturating_sub(may_be_stored)
         .max(extra_credit);
     tally.latencies_us.sort_unstable();
+    let all: Vec<u32> = tally.latencies_us.iter().map(|&(us, _)| us).collect();
+    let mut by_window: Vec<Vec<u32>> = Vec::new();
+    for &(us, w) in &tally.latencies_us {
+        let w = usize::from(w);
+        if by_window.len() <= w {
+            by_window.resize_with(w + 1, Vec::new);
+        }
+        by_window[w].push(us);
+    }
+    let p99_ms_by_10s = by_window.iter().map(|l| percentile(l, 0.99)).collect();
     Ok(LoadReport {
         accepted_per_s: if seconds > 0.0 {
             acknowledged as f64 / seconds
         } else {
             0.0
         },
-        p50_ms: percentile(&tally.latencies_us, 0.50),
-        p99_ms: percentile(&tally.latencies_us, 0.99),
+        p50_ms: percentile(&all, 0.50),
+        p99_ms: percentile(&all, 0.99),
+        p99_ms_by_10s,
         acknowledged,
         found_in_redis: found,
         lost: acknowledged.saturating_sub(found),

@@ -6,7 +6,7 @@ pub mod histogram;
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,7 +18,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::pipeline::Verdict;
+use crate::pipeline::{Verdict, WriterStats};
 use crate::proxy::Context;
 use crate::stratum::Dialect;
 use crate::verify::Verifier;
@@ -70,17 +70,17 @@ impl MetricsSection {
 pub struct Observe {
     ctx: Arc<Context>,
     verifier: Verifier,
-    redis_errors: Arc<AtomicU64>,
+    writer: Arc<WriterStats>,
     started: Instant,
 }
 
 impl Observe {
-    /// State over the proxy's context, its verifier and the share writer's Redis error count.
-    pub fn new(ctx: Arc<Context>, verifier: Verifier, redis_errors: Arc<AtomicU64>) -> Self {
+    /// State over the proxy's context, its verifier and the share writer's statistics.
+    pub fn new(ctx: Arc<Context>, verifier: Verifier, writer: Arc<WriterStats>) -> Self {
         Self {
             ctx,
             verifier,
-            redis_errors,
+            writer,
             started: Instant::now(),
         }
     }
@@ -120,8 +120,33 @@ impl Observe {
             "dagproxy_redis_write_errors_total",
             "counter",
             "Failed Redis round trips of the share writer (share batches and blocks).",
-            self.redis_errors.load(Ordering::Relaxed),
+            self.writer.errors.load(Ordering::Relaxed),
         );
+        m.family(
+            "dagproxy_redis_write_batch_size",
+            "histogram",
+            "Shares per Redis round trip of the share writer.",
+        );
+        self.writer
+            .batch_sizes
+            .write(&mut m.0, "dagproxy_redis_write_batch_size");
+        m.family(
+            "dagproxy_redis_write_seconds",
+            "histogram",
+            "Time of each share batch's Redis round trip (the write script included).",
+        );
+        self.writer
+            .batch_seconds
+            .write(&mut m.0, "dagproxy_redis_write_seconds");
+        m.family(
+            "dagproxy_share_seconds",
+            "histogram",
+            "Time from a well-formed submission to its verdict: verification and storage.",
+        );
+        self.ctx
+            .pipeline
+            .latency()
+            .write(&mut m.0, "dagproxy_share_seconds");
 
         let backend = self.verifier.backend();
         m.family(

@@ -190,7 +190,7 @@ pub async fn run(
         tracing::error!("no block template yet: {e}");
     }
     let (writer, writer_task) = ShareWriter::spawn(store.clone());
-    let redis_errors = writer.error_count();
+    let writer_stats = writer.stats();
     let pipeline = Pipeline::new(
         upstreams.clone(),
         verifier.clone(),
@@ -252,7 +252,7 @@ pub async fn run(
     }
     if let Some(l) = listeners.metrics {
         tracing::info!(addr = ?l.local_addr().ok(), "metrics listening");
-        let observe = crate::observe::Observe::new(ctx.clone(), verifier.clone(), redis_errors);
+        let observe = crate::observe::Observe::new(ctx.clone(), verifier.clone(), writer_stats);
         let app = crate::observe::app(Arc::new(observe));
         let stop = shutdown.clone();
         front.spawn(async move {

@@ -113,6 +113,12 @@ async fn health_metrics_and_stats_follow_the_proxy() {
     assert_eq!(at("dagproxy_sick"), 0.0);
     assert_eq!(at("dagproxy_upstream_failures"), 0.0);
     assert_eq!(at("dagproxy_redis_write_errors_total"), 0.0);
+    // One valid share written in one round trip; both shares timed to their verdict.
+    assert_eq!(at("dagproxy_redis_write_batch_size_sum"), 1.0);
+    assert_eq!(at("dagproxy_redis_write_seconds_count"), 1.0);
+    assert!(at("dagproxy_redis_write_seconds_sum") > 0.0);
+    assert_eq!(at("dagproxy_share_seconds_count"), 2.0);
+    assert_eq!(at("dagproxy_share_seconds_bucket{le=\"+Inf\"}"), 2.0);
     // Both shares were hashed, in one or two batches of at most two.
     assert_eq!(at("dagproxy_verify_batch_size_sum"), 2.0);
     assert_eq!(

@@ -206,7 +206,9 @@ async fn hashrate_members_stay_unique_when_earlier_batches_used_the_milliseconds
         .collect();
     let _: () = con.zadd_multiple("eth:hashrate", &taken).expect("seed");
 
-    let batch: Vec<ShareRecord> = (0..20).map(|i| share(LOGIN, "a", 50 + i, 300, 10)).collect();
+    let batch: Vec<ShareRecord> = (0..20)
+        .map(|i| share(LOGIN, "a", 50 + i, 300, 10))
+        .collect();
     let got = st.write_shares(&batch).await.expect("batch");
     assert_eq!(got, vec![WriteOutcome::Stored; 20]);
     let all = zset(&mut con, "eth:hashrate");
@@ -230,7 +232,10 @@ async fn batch_across_a_height_change_sweeps_in_order() {
     let r = common::RedisServer::start();
     let st = store(&r, "eth").await;
     let old = share(LOGIN, "a", 1, 100, 10);
-    assert_eq!(st.write_share(&old).await.expect("old"), WriteOutcome::Stored);
+    assert_eq!(
+        st.write_share(&old).await.expect("old"),
+        WriteOutcome::Stored
+    );
     // Height 105 keeps height 100 (bound 97), so the old share is still a duplicate; then
     // height 120 (bound 112) sweeps both lower heights, as writing one by one would.
     let batch = vec![
@@ -247,9 +252,77 @@ async fn batch_across_a_height_change_sweeps_in_order() {
     assert_eq!(pow.len(), 1, "{pow:?}");
     assert_eq!(pow[0].1, 120.0);
     let round: HashMap<String, i64> = con.hgetall("eth:shares:roundCurrent").expect("round");
-    assert_eq!(round, HashMap::from([(LOGIN.into(), 20), (LOGIN2.into(), 10)]));
+    assert_eq!(
+        round,
+        HashMap::from([(LOGIN.into(), 20), (LOGIN2.into(), 10)])
+    );
     let stats: i64 = con.hget("eth:stats", "roundShares").expect("stats");
     assert_eq!(stats, 30);
+}
+
+/// The share writer keeps batches in flight; a block still closes a round holding exactly the
+/// shares handed to the writer before it.
+#[tokio::test]
+async fn writer_closes_a_round_on_exactly_the_shares_sent_before_the_block() {
+    use dagproxy::pipeline::{ShareWriter, WriteError};
+    use futures_util::stream::{FuturesOrdered, StreamExt};
+    use std::future::Future;
+    use std::pin::Pin;
+    type Write = Pin<Box<dyn Future<Output = Result<WriteOutcome, WriteError>> + Send>>;
+
+    let r = common::RedisServer::start();
+    let st = store(&r, "eth").await;
+    let (writer, task) = ShareWriter::spawn(st.clone());
+    let shares = |from: u64, n: u64| -> FuturesOrdered<Write> {
+        (from..from + n)
+            .map(|i| {
+                let w = writer.clone();
+                Box::pin(async move { w.write_share(share(LOGIN, "a", i, 300, 10)).await }) as Write
+            })
+            .collect()
+    };
+    // Futures are first polled (and so queued to the writer) in order; `unconstrained`
+    // keeps tokio's cooperative budget from deferring some sends and so reordering them.
+    let early = tokio::spawn(tokio::task::unconstrained(
+        shares(0, 400).collect::<Vec<_>>(),
+    ));
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let mut late = shares(400, 200);
+    let found = share(LOGIN2, "b", 100_000, 300, 10);
+    let w = writer.clone();
+    let b = found.clone();
+    late.push_back(Box::pin(async move {
+        let block = BlockRecord {
+            height: 300,
+            round_difficulty: U256::from(1000u64),
+        };
+        w.write_block(b, block).await
+    }));
+    for i in 600..800 {
+        let w = writer.clone();
+        late.push_back(Box::pin(async move {
+            w.write_share(share(LOGIN, "a", i, 300, 10)).await
+        }));
+    }
+    let late: Vec<_> = tokio::task::unconstrained(late.collect()).await;
+    let early = early.await.expect("early");
+    assert!(early
+        .iter()
+        .chain(&late)
+        .all(|o| matches!(o, Ok(WriteOutcome::Stored))));
+    drop(writer);
+    task.await.expect("writer");
+
+    let mut con = r.con();
+    let round: HashMap<String, i64> = con
+        .hgetall(format!("eth:shares:round300:{}", found.nonce))
+        .expect("round");
+    assert_eq!(
+        round,
+        HashMap::from([(LOGIN.into(), 600 * 10), (LOGIN2.into(), 10)])
+    );
+    let current: HashMap<String, i64> = con.hgetall("eth:shares:roundCurrent").expect("cur");
+    assert_eq!(current, HashMap::from([(LOGIN.into(), 200 * 10)]));
 }
 
 #[tokio::test]

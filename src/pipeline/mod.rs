@@ -6,6 +6,7 @@ pub mod verdict;
 pub mod writer;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde_json::Value;
 
@@ -13,12 +14,19 @@ use crate::ethash::target::check_share;
 use crate::ethash::target::target_from_difficulty;
 use crate::ethash::{PowInput, ShareCheck, U256};
 use crate::hexutil::{nonce_hex, parse_h256, parse_nonce, to_hex};
+use crate::observe::Histogram;
 use crate::storage::{BlockRecord, RedisStore, ShareRecord, WriteOutcome};
 use crate::upstream::{HeaderInfo, Upstreams};
 use crate::verify::{Verifier, VerifyError};
 
 pub use verdict::{Counters, Verdict};
-pub use writer::{ShareWriter, WriteError};
+pub use writer::{ShareWriter, WriteError, WriterStats};
+
+/// Share latency buckets (microseconds): from the parsed submission to its verdict.
+const SHARE_MICROS: &[u64] = &[
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 20_000, 50_000, 100_000, 250_000, 1_000_000,
+    5_000_000,
+];
 
 /// A well-formed `eth_submitWork`: parsed values and the strings as the miner sent them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,6 +83,7 @@ pub struct Pipeline {
     difficulty: u64,
     share_target: U256,
     counters: Counters,
+    latency: Histogram,
 }
 
 impl Pipeline {
@@ -94,6 +103,7 @@ impl Pipeline {
             difficulty,
             share_target: share_target(difficulty),
             counters: Counters::default(),
+            latency: Histogram::new(SHARE_MICROS, 1e-6),
         }
     }
 
@@ -110,6 +120,12 @@ impl Pipeline {
     /// Verdict counts since start.
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// Time from a well-formed submission to its verdict (verification, block submission and
+    /// the Redis write): what the miner waits for, less the network.
+    pub fn latency(&self) -> &Histogram {
+        &self.latency
     }
 
     /// Processes `eth_submitWork` params from `login`/`worker`: checks them, then the share.
@@ -174,6 +190,24 @@ impl Pipeline {
     }
 
     async fn check(
+        &self,
+        login: &str,
+        worker: &str,
+        nonce: u64,
+        header_hash: [u8; 32],
+        mix: Option<[u8; 32]>,
+        difficulty: u64,
+    ) -> Verdict {
+        let started = Instant::now();
+        let verdict = self
+            .check_timed(login, worker, nonce, header_hash, mix, difficulty)
+            .await;
+        let us = started.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
+        self.latency.observe(us);
+        verdict
+    }
+
+    async fn check_timed(
         &self,
         login: &str,
         worker: &str,

@@ -269,12 +269,14 @@ impl RedisStore {
             inv.arg(*login);
         }
         for (s, j) in batch.iter().zip(refs) {
+            let d = s.difficulty;
             inv.arg(j)
-                .arg(&s.worker)
                 .arg(s.pow_member())
-                .arg(s.difficulty)
                 .arg(s.height)
-                .arg(sweep_bound(s.height));
+                .arg(sweep_bound(s.height))
+                .arg(d)
+                .arg(format!("{d}:{}:{}:", s.login, s.worker))
+                .arg(format!("{d}:{}:", s.worker));
         }
         let mut con = self.con.clone();
         let flags: Vec<i64> = inv.invoke_async(&mut con).await?;

@@ -3,38 +3,45 @@
 -- KEYS[3+2j] hashrate:<login j>  KEYS[4+2j] miners:<login j>     (distinct login j = 1..m)
 -- ARGV[1] ms  ARGV[2] ts (seconds)  ARGV[3] hashrate expiration (seconds)  ARGV[4] m
 -- ARGV[4+j] login j
--- ARGV[4+m+6(i-1) ..] login index j, worker id, pow member (nonce:powHash:mix), diff, height,
--- sweep bound                                                                  (share i = 1..n)
+-- ARGV[4+m+7(i-1) ..] for share i = 1..n: login index j, pow member (nonce:powHash:mix),
+--   height, sweep bound, diff, hashrate member prefix (diff:login:id:),
+--   per-login hashrate member prefix (diff:id:)
 -- Returns one integer per share: 1 stored, 0 duplicate (member already in pow).
 --
 -- The result equals writing the shares one by one, but each key is written with one variadic
--- command per batch (per login for the per-login keys): Redis spends its time in the commands'
--- own work rather than in one call per share and key.
-local ms = tonumber(ARGV[1])
+-- command per batch (per login for the per-login keys), and the proxy builds the strings:
+-- Redis spends its time in the commands' own work, not in Lua or in one call per share.
+local ms_s = ARGV[1]
+local ms = tonumber(ms_s)
 local ts = ARGV[2]
 local expire = ARGV[3]
 local nl = tonumber(ARGV[4])
 local base = 4 + nl
-local n = (#ARGV - base) / 6
-local function arg(i, k) return ARGV[base + 6 * (i - 1) + k] end
+local W = 7
+local n = (#ARGV - base) / W
+local function arg(i, k) return ARGV[base + W * (i - 1) + k] end
 local function login(j) return ARGV[4 + j] end
 
 -- Sweep the pow backlog below height-8 (3 templates live in the proxy's memory). Shares are
 -- swept in arrival order, so a share is checked against the sweep of its own template.
-local out, new = {}, {}
-local pows = {}
-for i = 1, n do pows[i] = arg(i, 3) end
+local out, new, pows = {}, {}, {}
+for i = 1, n do pows[i] = arg(i, 2) end
 local function sweep(bound)
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. bound)
 end
-local bounds, last = {}, nil
+local bounds, last = 0, nil
+local first_bound
 for i = 1, n do
-  local b = arg(i, 6)
-  if b ~= '' and b ~= last then bounds[#bounds + 1] = i; last = b end
+  local b = arg(i, 4)
+  if b ~= '' and b ~= last then
+    bounds = bounds + 1
+    first_bound = first_bound or b
+    last = b
+  end
 end
 local scores
-if #bounds <= 1 then
-  if #bounds == 1 then sweep(arg(bounds[1], 6)) end
+if bounds <= 1 then
+  if first_bound then sweep(first_bound) end
   scores = redis.call('ZMSCORE', KEYS[1], unpack(pows))
 end
 local seen = {}
@@ -45,9 +52,10 @@ for i = 1, n do
     exists = scores[i]
   else
     -- Several sweep bounds in one batch (a height change): keep the one-by-one order.
-    if arg(i, 6) ~= '' and (i == 1 or arg(i, 6) ~= arg(i - 1, 6)) then sweep(arg(i, 6)) end
+    local b = arg(i, 4)
+    if b ~= '' and (i == 1 or b ~= arg(i - 1, 4)) then sweep(b) end
     exists = redis.call('ZSCORE', KEYS[1], p)
-    if not exists and not seen[p] then redis.call('ZADD', KEYS[1], arg(i, 5), p) end
+    if not exists and not seen[p] then redis.call('ZADD', KEYS[1], arg(i, 3), p) end
   end
   if exists or seen[p] then
     out[i] = 0
@@ -60,7 +68,7 @@ end
 if #new == 0 then return out end
 if scores then
   local z = {}
-  for _, i in ipairs(new) do z[#z + 1] = arg(i, 5); z[#z + 1] = pows[i] end
+  for _, i in ipairs(new) do z[#z + 1] = arg(i, 3); z[#z + 1] = pows[i] end
   redis.call('ZADD', KEYS[1], unpack(z))
 end
 
@@ -69,11 +77,16 @@ end
 -- used[] remembers the last ms given to a worker in this call, keeping a batch O(n).
 local used, members, stamps = {}, {}, {}
 for k, i in ipairs(new) do
-  local p = arg(i, 4) .. ':' .. login(tonumber(arg(i, 1))) .. ':' .. arg(i, 2) .. ':'
-  local m = ms
-  if used[p] and used[p] >= m then m = used[p] + 1 end
+  local p = arg(i, 6)
+  local m = used[p]
+  if m then
+    m = m + 1
+    stamps[k] = string.format('%.0f', m)
+  else
+    m = ms
+    stamps[k] = ms_s
+  end
   used[p] = m
-  stamps[k] = string.format('%.0f', m)
   members[k] = p .. stamps[k]
 end
 local taken = redis.call('ZMSCORE', KEYS[3], unpack(members))
@@ -83,7 +96,7 @@ if clash then
   -- An earlier batch used some of these milliseconds: assign one by one, as before.
   used = {}
   for k, i in ipairs(new) do
-    local p = arg(i, 4) .. ':' .. login(tonumber(arg(i, 1))) .. ':' .. arg(i, 2) .. ':'
+    local p = arg(i, 6)
     local m = ms
     if used[p] and used[p] >= m then m = used[p] + 1 end
     while redis.call('ZADD', KEYS[3], 'NX', ts, p .. string.format('%.0f', m)) == 0 do
@@ -95,51 +108,48 @@ if clash then
 else
   local z = {}
   for k = 1, #new do
-    z[#z + 1] = ts
-    z[#z + 1] = members[k]
+    z[2 * k - 1] = ts
+    z[2 * k] = members[k]
   end
   redis.call('ZADD', KEYS[3], unpack(z))
 end
 
 -- Per login: round shares, its hashrate zset (diff:id:ms), its TTL and lastShare.
 -- Sums stay exact below 2^52; a larger one goes to Redis (64-bit integers) at once.
-local logins, order = {}, {}
+local sums, hrs, order = {}, {}, {}
 local total = 0
-local function add_total(d, diff)
+for k, i in ipairs(new) do
+  local j = tonumber(arg(i, 1))
+  local hr = hrs[j]
+  if not hr then
+    hr = {}
+    hrs[j] = hr
+    sums[j] = 0
+    order[#order + 1] = j
+  end
+  local diff = arg(i, 5)
+  local d = tonumber(diff)
+  if d >= 2 ^ 52 or sums[j] + d >= 2 ^ 52 then
+    redis.call('HINCRBY', KEYS[2], login(j), diff)
+  else
+    sums[j] = sums[j] + d
+  end
   if d >= 2 ^ 52 or total + d >= 2 ^ 52 then
     redis.call('HINCRBY', KEYS[4], 'roundShares', diff)
   else
     total = total + d
   end
-end
-for k, i in ipairs(new) do
-  local j = tonumber(arg(i, 1))
-  local l = logins[j]
-  if not l then
-    l = { sum = 0, hr = {} }
-    logins[j] = l
-    order[#order + 1] = j
-  end
-  local diff = arg(i, 4)
-  local d = tonumber(diff)
-  if d >= 2 ^ 52 or l.sum + d >= 2 ^ 52 then
-    redis.call('HINCRBY', KEYS[2], login(j), diff)
-  else
-    l.sum = l.sum + d
-  end
-  add_total(d, diff)
-  l.hr[#l.hr + 1] = ts
-  l.hr[#l.hr + 1] = diff .. ':' .. arg(i, 2) .. ':' .. stamps[k]
+  hr[#hr + 1] = ts
+  hr[#hr + 1] = arg(i, 7) .. stamps[k]
 end
 for _, j in ipairs(order) do
-  local l = logins[j]
-  if l.sum > 0 then
-    redis.call('HINCRBY', KEYS[2], login(j), string.format('%.0f', l.sum))
+  if sums[j] > 0 then
+    redis.call('HINCRBY', KEYS[2], login(j), string.format('%.0f', sums[j]))
   end
-  local hr_login, miner = KEYS[3 + 2 * j], KEYS[4 + 2 * j]
-  redis.call('ZADD', hr_login, unpack(l.hr))
+  local hr_login = KEYS[3 + 2 * j]
+  redis.call('ZADD', hr_login, unpack(hrs[j]))
   redis.call('EXPIRE', hr_login, expire)
-  redis.call('HSET', miner, 'lastShare', ts)
+  redis.call('HSET', KEYS[4 + 2 * j], 'lastShare', ts)
 end
 if total > 0 then
   redis.call('HINCRBY', KEYS[4], 'roundShares', string.format('%.0f', total))
