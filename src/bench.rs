@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::ethash::memory::prefetch;
 use crate::ethash::{
     hashimoto_batch, progress::Progress, ChainSpec, FullDataset, LightCache, Node, PowInput,
     PowOutput, RowSource,
@@ -46,6 +47,13 @@ pub struct CpuReport {
     pub threads: usize,
     /// Whether both implementations gave identical outputs on the sampled inputs.
     pub outputs_agree: Option<bool>,
+    /// The most full hashes per second one core's memory system allows: independent random
+    /// 128-byte dataset rows read per second (no hashing, no dependency between reads), ÷ 64
+    /// rows per hash. Full hashimoto cannot beat it; `ours.full_per_core` over it says how
+    /// much of the memory system the engine uses.
+    pub full_memory_ceiling_per_core: f64,
+    /// ours.full_per_core / full_memory_ceiling_per_core.
+    pub full_fraction_of_ceiling: f64,
 }
 
 /// Distinct inputs (random-looking header hashes and nonces) so each hash touches new memory.
@@ -103,6 +111,40 @@ fn ours_full(rows: &dyn RowSource, seconds: f64) -> f64 {
     })
 }
 
+/// Random row reads the memory system serves per second on this core, as hashes (÷ 64).
+/// The reads are independent of each other, so the core keeps as many in flight as its fill
+/// buffers allow; a second generator running ahead prefetches, as the engine does.
+fn memory_ceiling(nodes: &[Node], seconds: f64) -> f64 {
+    const READS: usize = 4096;
+    const AHEAD: usize = 32;
+    let rows = (nodes.len() / 2) as u64;
+    let xorshift = |x: &mut u64| {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        // A row below `rows` by multiply-shift (no division).
+        ((u128::from(*x) * u128::from(rows)) >> 64) as usize * 2
+    };
+    let mut lead = 0x9E37_79B9_7F4A_7C15u64;
+    let mut follow = lead;
+    for _ in 0..AHEAD {
+        prefetch(&nodes[xorshift(&mut lead)]);
+    }
+    let mut acc = 0u32;
+    let per_second = rate(seconds, READS, |_| {
+        for _ in 0..READS {
+            let ahead = xorshift(&mut lead);
+            prefetch(&nodes[ahead]);
+            prefetch(&nodes[ahead + 1]);
+            let at = xorshift(&mut follow);
+            acc = acc.wrapping_add(nodes[at].0[0]).wrapping_add(nodes[at + 1].0[0]);
+        }
+    });
+    std::hint::black_box(acc);
+    // ethash reads 64 rows per hash.
+    per_second / 64.0
+}
+
 fn ours_items(cache: &LightCache, seconds: f64) -> f64 {
     let mut out = vec![Node::zeroed_node(); 256];
     let items = cache.dataset_items();
@@ -127,6 +169,7 @@ pub fn cpu(chain: &ChainSpec, block: u64, seconds: f64, progress: &Progress) -> 
         full_per_core: ours_full(&dataset.rows(), seconds),
         dataset_items_per_core: ours_items(&cache, seconds),
     };
+    let full_memory_ceiling_per_core = memory_ceiling(dataset.nodes(), seconds);
     let (ethash_crate, outputs_agree) = oracle::measure(&cache, &dataset, seconds);
     let ratio = ethash_crate.map(|c| Rates {
         light_per_core: ours.light_per_core / c.light_per_core,
@@ -145,6 +188,8 @@ pub fn cpu(chain: &ChainSpec, block: u64, seconds: f64, progress: &Progress) -> 
         dataset_seconds,
         threads: rayon::current_num_threads(),
         outputs_agree,
+        full_fraction_of_ceiling: ours.full_per_core / full_memory_ceiling_per_core,
+        full_memory_ceiling_per_core,
     }
 }
 
