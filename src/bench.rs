@@ -137,7 +137,9 @@ fn memory_ceiling(nodes: &[Node], seconds: f64) -> f64 {
             prefetch(&nodes[ahead]);
             prefetch(&nodes[ahead + 1]);
             let at = xorshift(&mut follow);
-            acc = acc.wrapping_add(nodes[at].0[0]).wrapping_add(nodes[at + 1].0[0]);
+            acc = acc
+                .wrapping_add(nodes[at].0[0])
+                .wrapping_add(nodes[at + 1].0[0]);
         }
     });
     std::hint::black_box(acc);

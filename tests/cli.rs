@@ -147,3 +147,33 @@ fn bad_arguments_exit_2_with_one_line() {
         assert!(out.stdout.is_empty());
     }
 }
+
+/// `bench cpu --json`: both engines measured on the same dataset, agreeing, with ratios and
+/// the memory ceiling (the test chain's 32 KiB dataset keeps it to a fraction of a second).
+#[test]
+fn bench_cpu_reports_both_engines_and_the_memory_ceiling() {
+    let out = dagproxy()
+        .args(["bench", "cpu", "--chain", "test", "--block", "0"])
+        .args(["--seconds", "0.05", "--json"])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    for part in ["ours", "ethash_crate", "ratio"] {
+        for rate in ["light_per_core", "full_per_core", "dataset_items_per_core"] {
+            let x = v[part][rate].as_f64().unwrap_or(0.0);
+            assert!(x > 0.0, "{part}.{rate} in {v}");
+        }
+    }
+    assert_eq!(v["outputs_agree"], serde_json::json!(true), "{v}");
+    assert_eq!(v["dataset_size"], serde_json::json!(32 * 1024), "{v}");
+    let ceiling = v["full_memory_ceiling_per_core"].as_f64().unwrap_or(0.0);
+    let full = v["ours"]["full_per_core"].as_f64().unwrap_or(0.0);
+    let fraction = v["full_fraction_of_ceiling"].as_f64().unwrap_or(0.0);
+    assert!(ceiling > 0.0, "{v}");
+    assert!((fraction - full / ceiling).abs() < 1e-9, "{v}");
+}
