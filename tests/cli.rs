@@ -6,38 +6,43 @@ fn dagproxy() -> Command {
     Command::new(env!("CARGO_BIN_EXE_dagproxy"))
 }
 
+/// Runs the command, which must succeed, and parses its standard output as JSON.
+fn json_of(cmd: &mut Command) -> serde_json::Value {
+    let out = cmd.output().expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
 const HEADER: &str = "0xc9149cc0386e689d789a1c2f3d5d169a61a6218ed30e74414dc736e442ef3d1f";
 
 #[test]
 fn hash_prints_the_contract_json_in_both_modes() {
     let dir = tempfile::tempdir().expect("tempdir");
     for mode in ["light", "full"] {
-        let out = dagproxy()
-            .args([
-                "hash",
-                "--chain",
-                "test",
-                "--block",
-                "0",
-                "--header-hash",
-                HEADER,
-            ])
-            .args([
-                "--nonce",
-                "0x0000000000000000",
-                "--mode",
-                mode,
-                "--data-dir",
-            ])
-            .arg(dir.path())
-            .output()
-            .expect("runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let v = json_of(
+            dagproxy()
+                .args([
+                    "hash",
+                    "--chain",
+                    "test",
+                    "--block",
+                    "0",
+                    "--header-hash",
+                    HEADER,
+                ])
+                .args([
+                    "--nonce",
+                    "0x0000000000000000",
+                    "--mode",
+                    mode,
+                    "--data-dir",
+                ])
+                .arg(dir.path()),
         );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
         assert_eq!(v["epoch"], 0);
         assert_eq!(v["cache_size"], 1024);
         assert_eq!(v["dataset_size"], 32768);
@@ -55,42 +60,30 @@ fn hash_prints_the_contract_json_in_both_modes() {
 
 #[test]
 fn hash_on_classic_after_activation_reports_etchash_epoch() {
-    let out = dagproxy()
-        .args([
-            "hash",
-            "--chain",
-            "classic",
-            "--block",
-            "11700000",
-            "--header-hash",
-            HEADER,
-        ])
-        .args(["--nonce", "0x0000000000000001"])
-        .output()
-        .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let v = json_of(
+        dagproxy()
+            .args([
+                "hash",
+                "--chain",
+                "classic",
+                "--block",
+                "11700000",
+                "--header-hash",
+                HEADER,
+            ])
+            .args(["--nonce", "0x0000000000000001"]),
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["epoch"], 195);
 }
 
 #[test]
 fn dag_writes_a_file() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = dagproxy()
-        .args(["dag", "--chain", "test", "--block", "30000", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let v = json_of(
+        dagproxy()
+            .args(["dag", "--chain", "test", "--block", "30000", "--data-dir"])
+            .arg(dir.path()),
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let path = v["path"].as_str().expect("path");
     assert_eq!(std::fs::metadata(path).expect("file").len(), 64 + 32768);
 }
@@ -152,17 +145,11 @@ fn bad_arguments_exit_2_with_one_line() {
 /// the memory ceiling (the test chain's 32 KiB dataset keeps it to a fraction of a second).
 #[test]
 fn bench_cpu_reports_both_engines_and_the_memory_ceiling() {
-    let out = dagproxy()
-        .args(["bench", "cpu", "--chain", "test", "--block", "0"])
-        .args(["--seconds", "0.05", "--json"])
-        .output()
-        .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let v = json_of(
+        dagproxy()
+            .args(["bench", "cpu", "--chain", "test", "--block", "0"])
+            .args(["--seconds", "0.05", "--json"]),
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     for part in ["ours", "ethash_crate", "ratio"] {
         for rate in ["light_per_core", "full_per_core", "dataset_items_per_core"] {
             let x = v[part][rate].as_f64().unwrap_or(0.0);

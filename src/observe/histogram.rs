@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 /// Counts of observations per upper bound, in an integer base unit (shares, microseconds)
 /// exported after multiplying by `scale`.
@@ -32,6 +33,14 @@ impl Histogram {
         self.sum.fetch_add(value, Ordering::Relaxed);
     }
 
+    /// A guard that records the microseconds until it is dropped.
+    pub fn timer_micros(&self) -> Timer<'_> {
+        Timer {
+            histogram: self,
+            started: Instant::now(),
+        }
+    }
+
     /// Observations so far.
     pub fn count(&self) -> u64 {
         self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
@@ -54,6 +63,21 @@ impl Histogram {
         }
         let sum = self.sum.load(Ordering::Relaxed) as f64 * self.scale;
         let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cumulative}");
+    }
+}
+
+/// See [`Histogram::timer_micros`].
+#[derive(Debug)]
+pub struct Timer<'a> {
+    histogram: &'a Histogram,
+    started: Instant,
+}
+
+impl Drop for Timer<'_> {
+    fn drop(&mut self) {
+        let us = self.started.elapsed().as_micros();
+        self.histogram
+            .observe(u64::try_from(us).unwrap_or(u64::MAX));
     }
 }
 
@@ -85,5 +109,17 @@ mod tests {
         h.write(&mut out, "t");
         assert!(out.starts_with("t_bucket{le=\"0.0005\"} 1\n"), "{out}");
         assert!(out.contains("t_sum 0.00025\n"), "{out}");
+    }
+
+    #[test]
+    fn timer_records_once_on_drop() {
+        let h = Histogram::new(&[1_000_000], 1e-6);
+        {
+            let _t = h.timer_micros();
+            assert_eq!(h.count(), 0);
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        assert_eq!(h.count(), 1);
+        assert!(h.sum.load(Ordering::Relaxed) >= 2_000);
     }
 }
