@@ -3,7 +3,6 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, oneshot};
@@ -159,12 +158,10 @@ async fn run(store: RedisStore, mut rx: mpsc::Receiver<Job>, stats: Arc<WriterSt
 
 async fn flush(store: &RedisStore, shares: Vec<(ShareRecord, Reply)>, stats: &WriterStats) {
     let (batch, replies): (Vec<ShareRecord>, Vec<Reply>) = shares.into_iter().unzip();
-    let started = Instant::now();
-    let written = store.write_shares(&batch).await;
     stats.batch_sizes.observe(batch.len() as u64);
-    stats
-        .batch_seconds
-        .observe(started.elapsed().as_micros().min(u128::from(u64::MAX)) as u64);
+    let timer = stats.batch_seconds.timer_micros();
+    let written = store.write_shares(&batch).await;
+    drop(timer);
     match written {
         Ok(outcomes) if outcomes.len() == batch.len() => {
             for (reply, outcome) in replies.into_iter().zip(outcomes) {

@@ -76,17 +76,21 @@ end
 -- millisecond (common in a batch) would overwrite the first, so step ms until unique.
 -- used[] remembers the last ms given to a worker in this call, keeping a batch O(n).
 local used, members, stamps = {}, {}, {}
+-- The first ms a worker's next member may take in this call.
+local function next_ms(p)
+  local m = used[p]
+  if m then return m + 1 end
+  return ms
+end
+local function stamp(m)
+  if m == ms then return ms_s end
+  return string.format('%.0f', m)
+end
 for k, i in ipairs(new) do
   local p = arg(i, 6)
-  local m = used[p]
-  if m then
-    m = m + 1
-    stamps[k] = string.format('%.0f', m)
-  else
-    m = ms
-    stamps[k] = ms_s
-  end
+  local m = next_ms(p)
   used[p] = m
+  stamps[k] = stamp(m)
   members[k] = p .. stamps[k]
 end
 local taken = redis.call('ZMSCORE', KEYS[3], unpack(members))
@@ -97,13 +101,12 @@ if clash then
   used = {}
   for k, i in ipairs(new) do
     local p = arg(i, 6)
-    local m = ms
-    if used[p] and used[p] >= m then m = used[p] + 1 end
-    while redis.call('ZADD', KEYS[3], 'NX', ts, p .. string.format('%.0f', m)) == 0 do
+    local m = next_ms(p)
+    while redis.call('ZADD', KEYS[3], 'NX', ts, p .. stamp(m)) == 0 do
       m = m + 1
     end
     used[p] = m
-    stamps[k] = string.format('%.0f', m)
+    stamps[k] = stamp(m)
   end
 else
   local z = {}
@@ -118,6 +121,15 @@ end
 -- Sums stay exact below 2^52; a larger one goes to Redis (64-bit integers) at once.
 local sums, hrs, order = {}, {}, {}
 local total = 0
+-- sum + diff while that stays exact; otherwise diff goes to key.field at once.
+local function add(sum, diff, key, field)
+  local d = tonumber(diff)
+  if d >= 2 ^ 52 or sum + d >= 2 ^ 52 then
+    redis.call('HINCRBY', key, field, diff)
+    return sum
+  end
+  return sum + d
+end
 for k, i in ipairs(new) do
   local j = tonumber(arg(i, 1))
   local hr = hrs[j]
@@ -128,17 +140,8 @@ for k, i in ipairs(new) do
     order[#order + 1] = j
   end
   local diff = arg(i, 5)
-  local d = tonumber(diff)
-  if d >= 2 ^ 52 or sums[j] + d >= 2 ^ 52 then
-    redis.call('HINCRBY', KEYS[2], login(j), diff)
-  else
-    sums[j] = sums[j] + d
-  end
-  if d >= 2 ^ 52 or total + d >= 2 ^ 52 then
-    redis.call('HINCRBY', KEYS[4], 'roundShares', diff)
-  else
-    total = total + d
-  end
+  sums[j] = add(sums[j], diff, KEYS[2], login(j))
+  total = add(total, diff, KEYS[4], 'roundShares')
   hr[#hr + 1] = ts
   hr[#hr + 1] = arg(i, 7) .. stamps[k]
 end
