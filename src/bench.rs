@@ -102,7 +102,7 @@ fn ours_light(cache: &LightCache, seconds: f64) -> f64 {
     })
 }
 
-fn ours_full(rows: &dyn RowSource, seconds: f64) -> f64 {
+fn ours_full<S: RowSource>(rows: &S, seconds: f64) -> f64 {
     let inputs = inputs(1 << 16, 2);
     let mut out = vec![PowOutput::default(); 64];
     rate(seconds, 64, |s| {

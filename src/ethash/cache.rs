@@ -2,7 +2,7 @@
 //! at a time so their random parent loads overlap).
 
 use super::chain::{EpochInfo, HASH_BYTES};
-use super::keccak::{keccak512, keccak512_64};
+use super::keccak::{keccak512, keccak512_64, keccak512_64_each};
 use super::memory::{prefetch, NodeBuf};
 use super::node::{fnv, Node};
 
@@ -78,10 +78,10 @@ impl LightCache {
         let n = cache.len() as u32;
         let lanes = indices.len();
         for k in 0..lanes {
-            let mut mix = cache[(indices[k] % n) as usize];
-            mix.0[0] ^= indices[k];
-            out[k] = Node::from_lanes(keccak512_64(&mix.lanes()));
+            out[k] = cache[(indices[k] % n) as usize];
+            out[k].0[0] ^= indices[k];
         }
+        keccak512_64_each(bytemuck::cast_slice_mut(&mut out[..lanes]));
         for j in 0..DATASET_PARENTS {
             // Work out every lane's parent first so the loads are in flight together.
             let mut parents = [0u32; MAX_LANES];
@@ -96,9 +96,7 @@ impl LightCache {
                 }
             }
         }
-        for node in out.iter_mut().take(lanes) {
-            *node = Node::from_lanes(keccak512_64(&node.lanes()));
-        }
+        keccak512_64_each(bytemuck::cast_slice_mut(&mut out[..lanes]));
     }
 
     /// Fills `out` with the consecutive dataset items starting at `first`.

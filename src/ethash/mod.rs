@@ -6,9 +6,11 @@ pub mod chain;
 pub mod dataset;
 pub mod hashimoto;
 pub mod keccak;
+pub mod keccak_x8;
 pub mod memory;
 pub mod node;
 pub mod progress;
+pub mod simd;
 pub mod store;
 pub mod target;
 
