@@ -6,7 +6,8 @@
 # lost). Environment: LT_RATE (20000), LT_SECONDS (60), LT_CONNECTIONS (200), LT_INVALID (0),
 # LT_VERIFIER (cpu), LT_DIALECT (ethproxy | ethereumstratum (alias nicehash) | mixed: every other
 # connection EthereumStratum/1.0.0), LT_REDIS_PORT, LT_NODE_PORT, LT_STRATUM_PORT,
-# LT_NICEHASH_PORT (unset: EthereumStratum/1.0.0 miners use the main Stratum port, where the
+# LT_REDIS_NICE and LT_PROXY_NICE (unset: normal priority; e.g. -10 and -5 let the system
+# under test go before the load generator sharing its CPUs, as remote miners would), LT_NICEHASH_PORT (unset: EthereumStratum/1.0.0 miners use the main Stratum port, where the
 # proxy detects them from their first message; set: the proxy also listens there and
 # ethereumstratum runs use it), LT_DIFFICULTY (2: the share bank of precomputed valid shares
 # fills fast; the proxy still runs one full hashimoto per share).
@@ -45,6 +46,9 @@ trap cleanup INT TERM EXIT
 redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
   >"$work/redis.log" 2>&1 &
 pids+=($!)
+# Redis is one thread serving every proxy: under CPU contention its run-queue waits become
+# every share's latency. LT_REDIS_NICE (e.g. -5, needs root) raises its priority.
+[ -n "${LT_REDIS_NICE:-}" ] && renice -n "$LT_REDIS_NICE" -p "$!" >/dev/null
 for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 redis-cli -p "$redis_port" flushall >/dev/null
 
@@ -63,6 +67,7 @@ RUST_LOG=${RUST_LOG:-warn} "$bin" proxy --chain test --verifier "$verifier" \
   --http off --difficulty "${LT_DIFFICULTY:-2}" >"$work/proxy.log" 2>&1 &
 proxy=$!
 pids=("$proxy" "${pids[@]}")
+[ -n "${LT_PROXY_NICE:-}" ] && renice -n "$LT_PROXY_NICE" -p "$proxy" >/dev/null
 port=$stratum_port
 [ "$dialect" = ethereumstratum ] && [ -n "$nicehash_port" ] && port=$nicehash_port
 for _ in $(seq 100); do

@@ -616,7 +616,7 @@ async fn ten_thousand_idle_connections() {
 
     let dev = Devnet::start(NO_BLOCK).await;
     let redis = common::RedisServer::start();
-    let proxy = ProxyProcess::start(&dev, &redis.url(), IDLE, count + 100).await;
+    let mut proxy = ProxyProcess::start(&dev, &redis.url(), IDLE, count + 100).await;
     let w = dev.handle.work();
     let share = grind(w.number, w.header, NO_BLOCK, Quality::Share, 0);
     let rss_before = proxy.rss_kib();
@@ -651,10 +651,17 @@ async fn ten_thousand_idle_connections() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut fds = proxy.open_fds();
     while fds < fds_before + count {
-        assert!(
-            Instant::now() < deadline,
-            "proxy holds {fds} descriptors, {fds_before} before + {count} wanted"
-        );
+        if Instant::now() >= deadline {
+            proxy.assert_running();
+            let log = proxy.log();
+            let tail = &log[log.len().saturating_sub(3000)..];
+            let ended = tasks.iter().filter(|t| t.is_finished()).count();
+            panic!(
+                "proxy holds {fds} descriptors, {fds_before} before + {count} wanted; \
+                 {ended} clients saw their connection end; opened in {open_s:.1} s\n\
+                 proxy log tail:\n{tail}"
+            );
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
         fds = proxy.open_fds();
     }

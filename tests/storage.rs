@@ -739,3 +739,71 @@ async fn silent_redis_times_out_instead_of_hanging() {
     .expect("connect gives up by itself");
     assert!(res.is_err());
 }
+
+/// Sleeps until just after a second starts, so the next few writes fall in one second.
+async fn start_of_second() {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .subsec_millis();
+    tokio::time::sleep(Duration::from_millis(u64::from(1010 - ms))).await;
+}
+
+#[tokio::test]
+async fn ttl_and_last_share_are_refreshed_once_per_second_per_login() {
+    let r = common::RedisServer::start();
+    let st = store(&r, "eth").await;
+    let mut con = r.con();
+    let hr_key = format!("eth:hashrate:{LOGIN}");
+    let miner_key = format!("eth:miners:{LOGIN}");
+    let ttl = |con: &mut redis::Connection| -> i64 { con.ttl(&hr_key).expect("ttl") };
+
+    start_of_second().await;
+    let first = share(LOGIN, "rig", 1, 100, 5);
+    st.write_share(&first).await.expect("write");
+    assert!(ttl(&mut con) > 3 * 3600 - 5, "TTL set by the first share");
+    let has: bool = con.hexists(&miner_key, "lastShare").expect("hexists");
+    assert!(has);
+
+    // Undo both; a share in the same second leaves them alone (it would write the same
+    // values), and so does a duplicate.
+    let _: () = con.persist(&hr_key).expect("persist");
+    let _: () = con.hdel(&miner_key, "lastShare").expect("hdel");
+    let second = share(LOGIN, "rig", 2, 100, 5);
+    assert_eq!(
+        st.write_share(&second).await.expect("write"),
+        WriteOutcome::Stored
+    );
+    assert_eq!(ttl(&mut con), -1, "no TTL refresh within the second");
+    let has: bool = con.hexists(&miner_key, "lastShare").expect("hexists");
+    assert!(!has);
+    // Another login in the same second gets its own refresh.
+    st.write_share(&share(LOGIN2, "rig", 3, 100, 5))
+        .await
+        .expect("write");
+    let ttl2: i64 = con.ttl(format!("eth:hashrate:{LOGIN2}")).expect("ttl");
+    assert!(ttl2 > 3 * 3600 - 5);
+
+    // The next second: a duplicate stores nothing and refreshes nothing; the next stored
+    // share refreshes both.
+    start_of_second().await;
+    assert_eq!(
+        st.write_share(&second).await.expect("write"),
+        WriteOutcome::Duplicate
+    );
+    assert_eq!(ttl(&mut con), -1, "a duplicate refreshes nothing");
+    st.write_share(&share(LOGIN, "rig", 4, 100, 5))
+        .await
+        .expect("write");
+    assert!(
+        ttl(&mut con) > 3 * 3600 - 5,
+        "TTL refreshed in the new second"
+    );
+    let last: i64 = con.hget(&miner_key, "lastShare").expect("lastShare");
+    assert!((now_s() - last).abs() <= 1);
+    assert_eq!(
+        zset(&mut con, &hr_key).len(),
+        3,
+        "every stored share counted"
+    );
+}

@@ -8,6 +8,7 @@
 //! payouts modules read them unchanged.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -19,6 +20,8 @@ use crate::ethash::U256;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Each command gives up after this long (a batch script of thousands of shares takes a few ms).
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Logins remembered for the once-a-second TTL refresh before quiet ones are dropped.
+const TOUCHED_MAX: usize = 100_000;
 /// open-ethereum-pool keeps 3 templates in memory; pow entries older than height-8 go.
 const POW_BACKLOG: u64 = 8;
 
@@ -118,6 +121,8 @@ pub struct RedisStore {
     hashrate_expiration_s: u64,
     share_script: Script,
     block_script: Script,
+    /// Login -> the second in which its hashrate TTL and lastShare were last refreshed.
+    touched: Arc<Mutex<HashMap<String, u64>>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -199,6 +204,7 @@ impl RedisStore {
             hashrate_expiration_s: hashrate_expiration.as_secs().max(1),
             share_script: Script::new(include_str!("share.lua")),
             block_script: Script::new(include_str!("block.lua")),
+            touched: Arc::default(),
         })
     }
 
@@ -263,12 +269,20 @@ impl RedisStore {
             })
             .collect();
         inv.arg(logins.len());
-        for login in &logins {
+        let sec = ms / 1000;
+        let touch: Vec<bool> = {
+            let touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
+            logins
+                .iter()
+                .map(|l| touched.get(*l) != Some(&sec))
+                .collect()
+        };
+        for (login, t) in logins.iter().zip(&touch) {
             inv.key(self.key(&["hashrate", login]))
                 .key(self.key(&["miners", login]));
-            inv.arg(*login);
+            inv.arg(*login).arg(u8::from(*t));
         }
-        for (s, j) in batch.iter().zip(refs) {
+        for (s, &j) in batch.iter().zip(&refs) {
             let d = s.difficulty;
             inv.arg(j)
                 .arg(s.pow_member())
@@ -287,6 +301,7 @@ impl RedisStore {
                 batch.len()
             )));
         }
+        self.note_touched(sec, &logins, &touch, &refs, &flags);
         Ok(flags
             .into_iter()
             .map(|f| {
@@ -297,6 +312,34 @@ impl RedisStore {
                 }
             })
             .collect())
+    }
+
+    /// Remembers the logins whose TTL and lastShare this batch refreshed: those asked to that
+    /// had a share stored (the script refreshes only for stored shares).
+    fn note_touched(
+        &self,
+        sec: u64,
+        logins: &[&str],
+        touch: &[bool],
+        refs: &[usize],
+        flags: &[i64],
+    ) {
+        let mut stored = vec![false; logins.len()];
+        for (&j, &f) in refs.iter().zip(flags) {
+            if f == 1 {
+                stored[j - 1] = true;
+            }
+        }
+        let mut touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
+        for ((login, &t), &s) in logins.iter().zip(touch).zip(&stored) {
+            if t && s {
+                touched.insert((*login).to_string(), sec);
+            }
+        }
+        // Logins gone quiet are forgotten; their next share refreshes again.
+        if touched.len() > TOUCHED_MAX {
+            touched.retain(|_, s| *s + 60 >= sec);
+        }
     }
 
     /// Stores a found block's share unless it is a duplicate, atomically: writeShare, `stats`

@@ -2,11 +2,15 @@
 -- KEYS[1] pow  KEYS[2] shares:roundCurrent  KEYS[3] hashrate  KEYS[4] stats
 -- KEYS[3+2j] hashrate:<login j>  KEYS[4+2j] miners:<login j>     (distinct login j = 1..m)
 -- ARGV[1] ms  ARGV[2] ts (seconds)  ARGV[3] hashrate expiration (seconds)  ARGV[4] m
--- ARGV[4+j] login j
--- ARGV[4+m+7(i-1) ..] for share i = 1..n: login index j, pow member (nonce:powHash:mix),
+-- ARGV[3+2j] login j, ARGV[4+2j] '1' to refresh its hashrate TTL and lastShare, else '0'
+-- ARGV[4+2m+7(i-1) ..] for share i = 1..n: login index j, pow member (nonce:powHash:mix),
 --   height, sweep bound, diff, hashrate member prefix (diff:login:id:),
 --   per-login hashrate member prefix (diff:id:)
 -- Returns one integer per share: 1 stored, 0 duplicate (member already in pow).
+--
+-- TTL and lastShare (whole seconds) are refreshed once per second per login: the proxy sends
+-- '1' for a login's first batch in each second, so a repeat in the same second, which could
+-- only rewrite the same values, is not made.
 --
 -- The result equals writing the shares one by one, but each key is written with one variadic
 -- command per batch (per login for the per-login keys), and the proxy builds the strings:
@@ -16,11 +20,12 @@ local ms = tonumber(ms_s)
 local ts = ARGV[2]
 local expire = ARGV[3]
 local nl = tonumber(ARGV[4])
-local base = 4 + nl
+local base = 4 + 2 * nl
 local W = 7
 local n = (#ARGV - base) / W
 local function arg(i, k) return ARGV[base + W * (i - 1) + k] end
-local function login(j) return ARGV[4 + j] end
+local function login(j) return ARGV[3 + 2 * j] end
+local function touch(j) return ARGV[4 + 2 * j] == '1' end
 
 -- Sweep the pow backlog below height-8 (3 templates live in the proxy's memory). Shares are
 -- swept in arrival order, so a share is checked against the sweep of its own template.
@@ -151,8 +156,10 @@ for _, j in ipairs(order) do
   end
   local hr_login = KEYS[3 + 2 * j]
   redis.call('ZADD', hr_login, unpack(hrs[j]))
-  redis.call('EXPIRE', hr_login, expire)
-  redis.call('HSET', KEYS[4 + 2 * j], 'lastShare', ts)
+  if touch(j) then
+    redis.call('EXPIRE', hr_login, expire)
+    redis.call('HSET', KEYS[4 + 2 * j], 'lastShare', ts)
+  end
 end
 if total > 0 then
   redis.call('HINCRBY', KEYS[4], 'roundShares', string.format('%.0f', total))
