@@ -4,7 +4,7 @@
 # `dagproxy loadgen` for LT_SECONDS at LT_RATE shares/s over LT_CONNECTIONS connections.
 # Prints loadgen's JSON report (accepted_per_s, p50_ms, p99_ms, acknowledged, found_in_redis,
 # lost). Environment: LT_RATE (20000), LT_SECONDS (60), LT_CONNECTIONS (200), LT_INVALID (0),
-# LT_VERIFIER (cpu), LT_DIALECT (ethproxy | ethereumstratum (alias nicehash) | mixed: every other
+# LT_VERIFIER (cpu), LT_BIN (another dagproxy binary, for A/B runs; default: the release build), LT_DIALECT (ethproxy | ethereumstratum (alias nicehash) | mixed: every other
 # connection EthereumStratum/1.0.0), LT_REDIS_PORT, LT_NODE_PORT, LT_STRATUM_PORT,
 # LT_REDIS_NICE and LT_PROXY_NICE (unset: normal priority; e.g. -10 and -5 let the system
 # under test go before the load generator sharing its CPUs, as remote miners would), LT_NICEHASH_PORT (unset: EthereumStratum/1.0.0 miners use the main Stratum port, where the
@@ -32,8 +32,10 @@ esac
 work=.loadtest
 mkdir -p "$work"
 
-[ -x target/release/dagproxy ] && [ -z "${LT_REBUILD:-}" ] || cargo build --release --locked
-bin=target/release/dagproxy
+bin=${LT_BIN:-target/release/dagproxy}
+if [ -z "${LT_BIN:-}" ]; then
+  [ -x "$bin" ] && [ -z "${LT_REBUILD:-}" ] || cargo build --release --locked
+fi
 
 pids=()
 cleanup() {

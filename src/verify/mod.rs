@@ -424,6 +424,9 @@ impl Worker {
             let mut batch = Vec::new();
             let mut deadline = None;
             let mut next = Some(first);
+            // Jobs arriving during the wait are collected after one sleep, not one wake-up
+            // each: a wake per share cost as many context switches as shares under load.
+            let mut slept = false;
             loop {
                 match next.take() {
                     Some(Msg::Job {
@@ -468,13 +471,17 @@ impl Worker {
                     // Only control messages so far: back to idle.
                     break;
                 };
-                let now = Instant::now();
-                if now >= d {
-                    break;
-                }
-                match rx.recv_timeout(d - now) {
+                match rx.try_recv() {
                     Ok(m) => next = Some(m),
-                    Err(_) => break,
+                    Err(mpsc::TryRecvError::Empty) => {
+                        let now = Instant::now();
+                        if slept || now >= d {
+                            break;
+                        }
+                        std::thread::sleep(d - now);
+                        slept = true;
+                    }
+                    Err(mpsc::TryRecvError::Disconnected) => break,
                 }
             }
             // Shutdown drains can exceed max_batch; keep launches to the configured size.
