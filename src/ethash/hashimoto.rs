@@ -5,10 +5,9 @@
 use super::cache::{LightCache, MAX_LANES};
 use super::chain::MIX_BYTES;
 use super::keccak::{
-    keccak256_seed_cmix, keccak256_seed_cmix_x8, keccak512_header_nonce, keccak512_header_nonce_x8,
-    MIN_X8,
+    in_groups, keccak256_seed_cmix, keccak256_seed_cmix_x8, keccak512_header_nonce,
+    keccak512_header_nonce_x8,
 };
-use super::keccak_x8::WAYS;
 use super::memory::prefetch;
 use super::node::{fnv, Node};
 
@@ -90,7 +89,7 @@ impl RowSource for DatasetRows<'_> {
         self.0.len() as u32
     }
 
-    #[inline(always)]
+    #[inline]
     fn mix_rows(&self, rows: &[u32], mixes: &mut [[u32; MIX_WORDS]]) {
         // Every lane's row is requested before any is mixed: the mixing of one lane is long
         // enough to keep later lanes' loads out of the out-of-order window otherwise.
@@ -140,7 +139,17 @@ fn lanes<S: RowSource + ?Sized>(src: &S, inputs: &[PowInput], out: &mut [PowOutp
     debug_assert!(n <= LANES && out.len() >= n);
     let mut seeds = [[0u64; 8]; LANES];
     let mut mixes = [[0u32; MIX_WORDS]; LANES];
-    seed_lanes(inputs, &mut seeds[..n]);
+    // Keccak-512 of header hash and nonce, eight lanes per instruction where it pays.
+    in_groups(
+        &mut seeds[..n],
+        |k| keccak512_header_nonce(&inputs[k].header_hash, inputs[k].nonce),
+        |ks| {
+            keccak512_header_nonce_x8(
+                ks.map(|k| &inputs[k].header_hash),
+                ks.map(|k| inputs[k].nonce),
+            )
+        },
+    );
     for k in 0..n {
         let s: [u32; 16] = bytemuck::cast(seeds[k]);
         mixes[k][..16].copy_from_slice(&s);
@@ -159,7 +168,15 @@ fn lanes<S: RowSource + ?Sized>(src: &S, inputs: &[PowInput], out: &mut [PowOutp
         cmixes[k] = bytemuck::cast(cmix);
         out[k].mix_digest = bytemuck::cast(cmix);
     }
-    result_lanes(&seeds[..n], &cmixes[..n], &mut out[..n]);
+    let mut results = [[0u8; 32]; LANES];
+    in_groups(
+        &mut results[..n],
+        |k| keccak256_seed_cmix(&seeds[k], &cmixes[k]),
+        |ks| keccak256_seed_cmix_x8(ks.map(|k| &seeds[k]), ks.map(|k| &cmixes[k])),
+    );
+    for (o, r) in out.iter_mut().zip(&results[..n]) {
+        o.result = *r;
+    }
 }
 
 /// The row hashimoto reads at access `i`.
@@ -201,48 +218,6 @@ fn streamed(data: &[[u32; MIX_WORDS]], seeds: &[[u64; 8]], mixes: &mut [[u32; MI
                 rows[k] = row_index(i + 1, seed[0] as u32, mix, row_count);
                 prefetch(&data[rows[k] as usize]);
             }
-        }
-    }
-}
-
-/// Hashimoto's seeds (keccak-512 of header hash and nonce), eight at a time where it pays.
-fn seed_lanes(inputs: &[PowInput], seeds: &mut [[u64; 8]]) {
-    for (ins, out) in inputs.chunks(WAYS).zip(seeds.chunks_mut(WAYS)) {
-        if ins.len() < MIN_X8 {
-            for (i, o) in ins.iter().zip(out.iter_mut()) {
-                *o = keccak512_header_nonce(&i.header_hash, i.nonce);
-            }
-            continue;
-        }
-        // Unused ways repeat the first input; their results are dropped.
-        let at = |k: usize| ins.get(k).unwrap_or(&ins[0]);
-        let got = keccak512_header_nonce_x8(
-            core::array::from_fn(|k| &at(k).header_hash),
-            core::array::from_fn(|k| at(k).nonce),
-        );
-        out.copy_from_slice(&got[..out.len()]);
-    }
-}
-
-/// Hashimoto's results (keccak-256 of seed and compressed mix), eight at a time where it pays.
-fn result_lanes(seeds: &[[u64; 8]], cmixes: &[[u64; 4]], out: &mut [PowOutput]) {
-    for ((s, c), o) in seeds
-        .chunks(WAYS)
-        .zip(cmixes.chunks(WAYS))
-        .zip(out.chunks_mut(WAYS))
-    {
-        if s.len() < MIN_X8 {
-            for k in 0..s.len() {
-                o[k].result = keccak256_seed_cmix(&s[k], &c[k]);
-            }
-            continue;
-        }
-        let got = keccak256_seed_cmix_x8(
-            core::array::from_fn(|k| s.get(k).unwrap_or(&s[0])),
-            core::array::from_fn(|k| c.get(k).unwrap_or(&c[0])),
-        );
-        for (o, r) in o.iter_mut().zip(got) {
-            o.result = r;
         }
     }
 }

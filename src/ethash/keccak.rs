@@ -5,7 +5,7 @@ use super::keccak_x8::{f1600_x8, States, WAYS};
 
 /// Fewest inputs in a group of eight for which the eight-way permutation beats doing them one
 /// by one (unused ways cost as much as used ones).
-pub const MIN_X8: usize = 3;
+const MIN_X8: usize = 3;
 
 /// Rate of keccak-512 in 64-bit words (72 bytes).
 const RATE512: usize = 9;
@@ -95,28 +95,58 @@ pub fn keccak256_seed_cmix(seed: &[u64; 8], cmix: &[u64; 4]) -> [u8; 32] {
     out
 }
 
-/// [`keccak512_64`] of every element in place, eight at a time where that pays (below
-/// [`MIN_X8`] elements in a group of eight, one at a time is cheaper).
-pub fn keccak512_64_each(words: &mut [[u64; 8]]) {
-    for group in words.chunks_mut(WAYS) {
+/// Fills `out[k]` for every `k`: eight at a time with `eight` (given the group's indices)
+/// where that pays, one at a time with `one` otherwise. Unused ways of the last group repeat
+/// its first index; their results are dropped.
+#[inline]
+pub fn in_groups<O>(
+    out: &mut [O],
+    one: impl Fn(usize) -> O,
+    eight: impl Fn([usize; WAYS]) -> [O; WAYS],
+) {
+    for (g, group) in out.chunks_mut(WAYS).enumerate() {
+        let first = g * WAYS;
         if group.len() < MIN_X8 {
-            for w in group.iter_mut() {
-                *w = keccak512_64(w);
+            for (k, o) in group.iter_mut().enumerate() {
+                *o = one(first + k);
             }
             continue;
         }
-        let mut s: States = [[0; WAYS]; 25];
-        for (k, w) in group.iter().enumerate() {
-            for (i, v) in w.iter().enumerate() {
-                s[i][k] = *v;
-            }
-        }
-        s[8] = [0x01 | PAD_END; WAYS];
-        f1600_x8(&mut s);
-        for (k, w) in group.iter_mut().enumerate() {
-            *w = core::array::from_fn(|i| s[i][k]);
+        let len = group.len();
+        let got = eight(core::array::from_fn(|k| {
+            first + if k < len { k } else { 0 }
+        }));
+        for (o, r) in group.iter_mut().zip(got) {
+            *o = r;
         }
     }
+}
+
+/// [`keccak512_64`] of every element, in place.
+pub fn keccak512_64_each(words: &mut [[u64; 8]]) {
+    for group in words.chunks_mut(WAYS) {
+        let src: [[u64; 8]; WAYS] =
+            core::array::from_fn(|k| group.get(k).copied().unwrap_or_default());
+        in_groups(
+            group,
+            |k| keccak512_64(&src[k]),
+            |ks| keccak512_64_x8(ks.map(|k| &src[k])),
+        );
+    }
+}
+
+/// [`keccak512_64`] of eight inputs at once.
+#[inline]
+pub fn keccak512_64_x8(words: [&[u64; 8]; WAYS]) -> [[u64; 8]; WAYS] {
+    let mut s: States = [[0; WAYS]; 25];
+    for (k, w) in words.iter().enumerate() {
+        for (i, v) in w.iter().enumerate() {
+            s[i][k] = *v;
+        }
+    }
+    s[8] = [0x01 | PAD_END; WAYS];
+    f1600_x8(&mut s);
+    core::array::from_fn(|k| core::array::from_fn(|w| s[w][k]))
 }
 
 /// [`keccak512_header_nonce`] of eight inputs at once.
