@@ -55,14 +55,29 @@ pub fn parse_nonce(s: &str) -> Result<u64, HexError> {
     parse_fixed::<8>(s, "nonce").map(u64::from_be_bytes)
 }
 
+const DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// Appends `0x` + lowercase hex of `bytes` (a digit at a time: `hex::encode` and `format!` cost
+/// several times more, and every share prints three of these).
+pub fn push_hex(out: &mut String, bytes: &[u8]) {
+    out.reserve(2 + 2 * bytes.len());
+    out.push_str("0x");
+    for &b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+}
+
 /// `0x` + lowercase hex.
 pub fn to_hex(bytes: &[u8]) -> String {
-    format!("0x{}", hex::encode(bytes))
+    let mut s = String::with_capacity(2 + 2 * bytes.len());
+    push_hex(&mut s, bytes);
+    s
 }
 
 /// A nonce as `0x` + 16 hex digits.
 pub fn nonce_hex(nonce: u64) -> String {
-    format!("0x{nonce:016x}")
+    to_hex(&nonce.to_be_bytes())
 }
 
 #[cfg(test)]
@@ -84,5 +99,9 @@ mod tests {
         ));
         let h = [0xabu8; 32];
         assert_eq!(parse_h256(&to_hex(&h), "h"), Ok(h));
+        let bytes: Vec<u8> = (0..=255).collect();
+        assert_eq!(to_hex(&bytes), format!("0x{}", hex::encode(&bytes)));
+        assert_eq!(nonce_hex(u64::MAX), "0xffffffffffffffff");
+        assert_eq!(to_hex(&[]), "0x");
     }
 }

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::chain_arg;
 use crate::ethash::target::{difficulty_from_target, parse_u256, target_from_difficulty};
 use crate::ethash::{ChainSpec, U256};
-use crate::hexutil::{nonce_hex, parse_h256, to_hex};
+use crate::hexutil::{nonce_hex, parse_h256, push_hex, to_hex};
 use crate::miner::{epoch_for_seed, MiningSource};
 use crate::stratum::nicehash::{from_nicehash, PROTOCOL};
 use crate::stratum::Dialect;
@@ -585,10 +585,24 @@ struct Tally {
     unanswered_valid: u64,
 }
 
-/// A submission: what it is, its params, and (valid or duplicate) its `pow` member.
+/// A line from the proxy: a reply or a push. Typed, so a reply costs no map of its fields.
+#[derive(serde::Deserialize)]
+struct Incoming {
+    #[serde(default)]
+    id: Option<Value>,
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    params: Option<Value>,
+    #[serde(default)]
+    result: Option<Value>,
+}
+
+/// A submission: what it is, its params (a JSON array, serialized), and (valid or duplicate)
+/// its `pow` member.
 struct Submission {
     kind: Kind,
-    params: Value,
+    params: String,
     member: String,
 }
 
@@ -597,12 +611,12 @@ struct Pending {
     kind: Kind,
     member: String,
     /// A valid share's params, repeated as a duplicate once acknowledged.
-    params: Option<Value>,
+    params: Option<String>,
 }
 
 /// The last share answered `true` on a connection: duplicates repeat it (a refused share
 /// repeated would be a first submission, rightly accepted).
-type Recent = Arc<Mutex<Option<(Value, String)>>>;
+type Recent = Arc<Mutex<Option<(String, String)>>>;
 
 /// Runs the load and the Redis check.
 pub async fn run(
@@ -742,7 +756,9 @@ async fn drive(
         _ = tokio::time::sleep_until(end.into()) => {}
         _ = stop.cancelled() => {}
     }
-    let seconds = start.elapsed().as_secs_f64();
+    // The schedule's length, not a late wake-up's: shares due in it are the ones sent, and a
+    // late send's wait is in its latency (measured from when it was due).
+    let seconds = start.elapsed().min(cfg.duration).as_secs_f64();
     // Replies still in flight get a grace period (they count; latency includes the wait).
     for t in tasks {
         t.await??;
@@ -887,17 +903,17 @@ async fn connection(
                     _ = done.cancelled() => break,
                 };
                 let Some(Ok(line)) = line else { break };
-                let Ok(msg) = serde_json::from_str::<Value>(&line) else {
+                let Ok(msg) = serde_json::from_str::<Incoming>(&line) else {
                     continue;
                 };
-                let id = msg.get("id").and_then(Value::as_u64).unwrap_or(0);
+                let id = msg.id.as_ref().and_then(Value::as_u64).unwrap_or(0);
                 if id < ID_FIRST {
-                    let pushed = match (&wire, msg.get("method").and_then(Value::as_str)) {
+                    let pushed = match (&wire, msg.method.as_deref()) {
                         (Wire::Es(s), Some(method)) => {
-                            let params = msg.get("params").cloned().unwrap_or(Value::Null);
+                            let params = msg.params.unwrap_or(Value::Null);
                             s.on_push(&cfg, &bank, method, &params).await
                         }
-                        (Wire::EthProxy, None) => match msg.get("result") {
+                        (Wire::EthProxy, None) => match &msg.result {
                             Some(Value::Array(wk)) => offer_job(&cfg, &bank, wk).await.map(|_| ()),
                             _ => Ok(()),
                         },
@@ -921,7 +937,7 @@ async fn connection(
                     .latencies_us
                     .push((us, w.min(u64::from(u16::MAX)) as u16));
                 local.replies += 1;
-                let ok = msg.get("result") == Some(&Value::Bool(true));
+                let ok = msg.result == Some(Value::Bool(true));
                 match (p.kind, ok) {
                     (Kind::Valid, true) => {
                         if let Some(params) = p.params {
@@ -956,6 +972,7 @@ async fn connection(
     let mut acc_invalid = 0.0f64;
     let mut invalid_turn = 0u32;
     let mut local = Tally::default();
+    let mut line = String::with_capacity(256);
     loop {
         let due = match (interval, offset) {
             (Some(iv), Some(off)) => {
@@ -1013,11 +1030,7 @@ async fn connection(
         };
         let id = next_id;
         next_id += 1;
-        let line = if es {
-            json!({"id": id, "method": wire.method(), "params": params})
-        } else {
-            json!({"id": id, "jsonrpc": "2.0", "method": wire.method(), "params": params})
-        };
+        request_line(&mut line, id, es, wire.method(), &params);
         let params = (kind == Kind::Valid).then_some(params);
         pending.lock().unwrap_or_else(|e| e.into_inner()).insert(
             id,
@@ -1028,7 +1041,7 @@ async fn connection(
                 params,
             },
         );
-        if w.write_all(format!("{line}\n").as_bytes()).await.is_err() {
+        if w.write_all(line.as_bytes()).await.is_err() {
             break;
         }
         local.sent += 1;
@@ -1062,7 +1075,48 @@ async fn connection(
 
 /// The `pow` member the proxy stores for a share: `nonce:header:mix`.
 fn member(nonce: u64, header: &[u8; 32], mix: &[u8; 32]) -> String {
-    format!("{}:{}:{}", nonce_hex(nonce), to_hex(header), to_hex(mix))
+    let mut m = String::with_capacity(2 * 66 + 19);
+    push_hex(&mut m, &nonce.to_be_bytes());
+    m.push(':');
+    push_hex(&mut m, header);
+    m.push(':');
+    push_hex(&mut m, mix);
+    m
+}
+
+/// `["<nonce>","0x<header>","0x<mix>"]`: hex needs no JSON escaping.
+fn hex_params(nonce: &str, header: &[u8; 32], mix: &[u8; 32]) -> String {
+    let mut p = String::with_capacity(2 * 66 + 30);
+    p.push_str("[\"");
+    p.push_str(nonce);
+    p.push_str("\",\"");
+    push_hex(&mut p, header);
+    p.push_str("\",\"");
+    push_hex(&mut p, mix);
+    p.push_str("\"]");
+    p
+}
+
+/// A JSON array of strings.
+fn json_params(items: &[&str]) -> String {
+    serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
+}
+
+/// Writes one request line (with its newline) into `out`, replacing what was there; the
+/// lines are built by hand because serializing a `json!` map per share cost the generator
+/// more than the rest of its work.
+fn request_line(out: &mut String, id: u64, ethereum_stratum: bool, method: &str, params: &str) {
+    use std::fmt::Write;
+    out.clear();
+    let _ = write!(out, "{{\"id\":{id},");
+    if !ethereum_stratum {
+        out.push_str("\"jsonrpc\":\"2.0\",");
+    }
+    out.push_str("\"method\":\"");
+    out.push_str(method);
+    out.push_str("\",\"params\":");
+    out.push_str(params);
+    out.push_str("}\n");
 }
 
 /// An EthereumStratum/1.0.0 nonce's miner part: the digits after the extranonce.
@@ -1082,7 +1136,7 @@ fn valid_share(bank: &Bank, wire: &Wire) -> Option<Submission> {
             let h = bank.header(s.job);
             Some(Submission {
                 kind: Kind::Valid,
-                params: json!([nonce_hex(s.nonce), to_hex(&h), to_hex(&s.mix)]),
+                params: hex_params(&nonce_hex(s.nonce), &h, &s.mix),
                 member: member(s.nonce, &h, &s.mix),
             })
         }
@@ -1096,7 +1150,7 @@ fn valid_share(bank: &Bank, wire: &Wire) -> Option<Submission> {
             };
             Some(Submission {
                 kind: Kind::Valid,
-                params: json!([es.user, job, part_hex(s.nonce)]),
+                params: json_params(&[&es.user, &job, &part_hex(s.nonce)]),
                 // The proxy computes the mix itself: the same one the generator found.
                 member: member(s.nonce, &h, &s.mix),
             })
@@ -1110,7 +1164,7 @@ fn invalid_share(
     bank: &Bank,
     wire: &Wire,
     turn: u32,
-    recent: Option<(Value, String)>,
+    recent: Option<(String, String)>,
 ) -> Submission {
     if let (1, Some((params, member))) = (turn % 3, recent) {
         return Submission {
@@ -1131,7 +1185,7 @@ fn invalid_share(
                 let (n, _) = fallback();
                 return Submission {
                     kind: Kind::Stale,
-                    params: json!([n, to_hex(&h), to_hex(&[0x11; 32])]),
+                    params: hex_params(&n, &h, &[0x11; 32]),
                     member: String::new(),
                 };
             }
@@ -1141,7 +1195,7 @@ fn invalid_share(
             };
             Submission {
                 kind: Kind::Bad,
-                params: json!([n, to_hex(&h), to_hex(&[0xee; 32])]),
+                params: hex_params(&n, &h, &[0xee; 32]),
                 member: String::new(),
             }
         }
@@ -1153,7 +1207,7 @@ fn invalid_share(
                 if let Some((job, nonce)) = low {
                     return Submission {
                         kind: Kind::Bad,
-                        params: json!([es.user, job, part_hex(nonce)]),
+                        params: json_params(&[&es.user, &job, &part_hex(nonce)]),
                         member: String::new(),
                     };
                 }
@@ -1161,7 +1215,11 @@ fn invalid_share(
             // Job ids are the session's counter in 8 hex digits: this one is never issued.
             Submission {
                 kind: Kind::Stale,
-                params: json!([es.user, format!("f{turn:07x}"), part_hex(u64::from(turn))]),
+                params: json_params(&[
+                    &es.user,
+                    &format!("f{turn:07x}"),
+                    &part_hex(u64::from(turn)),
+                ]),
                 member: String::new(),
             }
         }
@@ -1336,6 +1394,11 @@ pub struct LoadgenArgs {
     /// Print JSON (the only output format).
     #[arg(long)]
     pub json: bool,
+    /// Runtime threads sending and reading (1: one thread, the cheapest per share; the share
+    /// bank is filled on blocking threads either way). On the proxy's own machine, every
+    /// thread more competes with the system under test.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
 }
 
 /// `dagproxy loadgen`: runs and returns the report (printed as JSON by the binary).
@@ -1414,5 +1477,29 @@ mod tests {
         // The extranonce on top, then this run's bits, never past the extranonce's space.
         assert_eq!(l.next, 0xabcd_8001_0000_0000);
         assert_eq!(l.end, 0xabcd_ffff_ffff_ffff);
+    }
+
+    #[test]
+    fn hand_built_lines_are_the_json_requests() {
+        let (h, m) = ([0x1f; 32], [0xa0; 32]);
+        let params = hex_params(&nonce_hex(7), &h, &m);
+        let mut line = String::from("left over");
+        request_line(&mut line, 1234, false, "eth_submitWork", &params);
+        assert!(line.ends_with('\n'));
+        let got: Value = serde_json::from_str(&line).expect("valid JSON");
+        let want = json!({"id": 1234, "jsonrpc": "2.0", "method": "eth_submitWork",
+            "params": [nonce_hex(7), to_hex(&h), to_hex(&m)]});
+        assert_eq!(got, want);
+        assert_eq!(
+            member(7, &h, &m),
+            format!("{}:{}:{}", nonce_hex(7), to_hex(&h), to_hex(&m))
+        );
+
+        let es = json_params(&["a\"b", "00000001", "abc"]);
+        request_line(&mut line, 9, true, "mining.submit", &es);
+        let got: Value = serde_json::from_str(&line).expect("valid JSON");
+        let want =
+            json!({"id": 9, "method": "mining.submit", "params": ["a\"b", "00000001", "abc"]});
+        assert_eq!(got, want);
     }
 }

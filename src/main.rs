@@ -192,7 +192,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify(a) => Ok(dagproxy::verify::cli::verify(a)?),
         Command::Devices(a) => Ok(dagproxy::verify::cli::devices(a)?),
         Command::Loadgen(a) => {
-            let report = runtime()?.block_on(dagproxy::loadgen::run_cli(a))?;
+            let rt = match a.threads {
+                0 | 1 => tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build(),
+                n => tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(n)
+                    .enable_all()
+                    .build(),
+            };
+            let report = rt
+                .context("tokio runtime")?
+                .block_on(dagproxy::loadgen::run_cli(a))?;
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }

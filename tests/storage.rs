@@ -58,15 +58,15 @@ async fn write_share_writes_every_key_of_open_ethereum_pool() {
     let after = now_s();
     let mut con = r.con();
 
-    // pow: member nonce:powHash:mixDigest, score height.
+    // pow: member nonce:powHash:mixDigest, score height (plus a fraction below one that grows
+    // with time, so new members land at the zset's recent end).
     let pow = zset(&mut con, "eth:pow");
+    assert_eq!(pow.len(), 1);
     assert_eq!(
-        pow,
-        vec![(
-            format!("{}:{}:{}", s.nonce, s.pow_hash, s.mix_digest),
-            100.0
-        )]
+        pow[0].0,
+        format!("{}:{}:{}", s.nonce, s.pow_hash, s.mix_digest)
     );
+    assert_eq!(pow[0].1.floor(), 100.0, "{pow:?}");
     // shares:roundCurrent login → diff.
     let round: HashMap<String, i64> = con.hgetall("eth:shares:roundCurrent").expect("round");
     assert_eq!(round, HashMap::from([(LOGIN.to_string(), 2_000_000_000)]));
@@ -250,7 +250,7 @@ async fn batch_across_a_height_change_sweeps_in_order() {
     let mut con = r.con();
     let pow = zset(&mut con, "eth:pow");
     assert_eq!(pow.len(), 1, "{pow:?}");
-    assert_eq!(pow[0].1, 120.0);
+    assert_eq!(pow[0].1.floor(), 120.0);
     let round: HashMap<String, i64> = con.hgetall("eth:shares:roundCurrent").expect("round");
     assert_eq!(
         round,
@@ -540,7 +540,10 @@ async fn pow_backlog_is_swept_below_height_minus_8() {
     st.write_share(&share(LOGIN, "0", 100, 100, 1))
         .await
         .expect("share");
-    let heights: Vec<f64> = zset(&mut con, "eth:pow").into_iter().map(|m| m.1).collect();
+    let heights: Vec<f64> = zset(&mut con, "eth:pow")
+        .into_iter()
+        .map(|m| m.1.floor())
+        .collect();
     assert_eq!(heights, vec![92.0, 99.0, 100.0]);
     // A swept share is no longer a known duplicate (open-ethereum-pool semantics: the proxy's
     // stale window rejects it before storage).
