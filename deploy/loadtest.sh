@@ -5,7 +5,7 @@
 # Prints loadgen's JSON report (accepted_per_s, p50_ms, p99_ms, acknowledged, found_in_redis,
 # lost). Environment: LT_RATE (20000), LT_SECONDS (60), LT_CONNECTIONS (200), LT_INVALID (0),
 # LT_VERIFIER (cpu), LT_BIN (another dagproxy binary, for A/B runs; default: the release build), LT_DIALECT (ethproxy | ethereumstratum (alias nicehash) | mixed: every other
-# connection EthereumStratum/1.0.0), LT_REDIS_PORT, LT_NODE_PORT, LT_STRATUM_PORT,
+# connection EthereumStratum/1.0.0), LT_REDIS_PORT, LT_NODE_PORT, LT_STRATUM_PORT, LT_METRICS_PORT,
 # LT_REDIS_NICE and LT_PROXY_NICE (unset: normal priority; e.g. -10 and -5 let the system
 # under test go before the load generator sharing its CPUs, as remote miners would), LT_NICEHASH_PORT (unset: EthereumStratum/1.0.0 miners use the main Stratum port, where the
 # proxy detects them from their first message; set: the proxy also listens there and
@@ -23,6 +23,7 @@ dialect=${LT_DIALECT:-ethproxy}
 redis_port=${LT_REDIS_PORT:-6391}
 node_port=${LT_NODE_PORT:-18546}
 stratum_port=${LT_STRATUM_PORT:-18009}
+metrics_port=${LT_METRICS_PORT:-19090}
 nicehash_port=${LT_NICEHASH_PORT:-}
 case $dialect in
   ethproxy | ethereumstratum | mixed) ;;
@@ -66,7 +67,7 @@ nicehash_listen=off
 RUST_LOG=${RUST_LOG:-warn} "$bin" proxy --chain test --verifier "$verifier" \
   --upstream "http://127.0.0.1:$node_port" --redis "redis://127.0.0.1:$redis_port/0" \
   --stratum "127.0.0.1:$stratum_port" --stratum-nicehash "$nicehash_listen" \
-  --http off --difficulty "${LT_DIFFICULTY:-2}" >"$work/proxy.log" 2>&1 &
+  --http off --metrics "127.0.0.1:$metrics_port" --difficulty "${LT_DIFFICULTY:-2}" >"$work/proxy.log" 2>&1 &
 proxy=$!
 pids=("$proxy" "${pids[@]}")
 [ -n "${LT_PROXY_NICE:-}" ] && renice -n "$LT_PROXY_NICE" -p "$proxy" >/dev/null
@@ -77,6 +78,27 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 
-"$bin" loadgen --stratum "127.0.0.1:$port" --redis "redis://127.0.0.1:$redis_port/0" \
+report=$("$bin" loadgen --stratum "127.0.0.1:$port" --redis "redis://127.0.0.1:$redis_port/0" \
   --connections "$conns" --seconds "$seconds" --rate "$rate" --invalid "$invalid" \
-  --dialect "$dialect" --json
+  --dialect "$dialect" --json)
+
+# The proxy's own view (dagproxy_share_seconds: parsed submission to verdict, without the
+# network and the generator's scheduling), on stderr so the JSON report stays the last line.
+# (The group keeps 2>/dev/null from applying to the rest of the script, as a bare exec would.)
+if { exec 3<>"/dev/tcp/127.0.0.1/$metrics_port"; } 2>/dev/null; then
+  printf 'GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n' >&3
+  awk '/^dagproxy_share_seconds_bucket/ {
+         le = $1; sub(/.*le="/, "", le); sub(/".*/, "", le); n++; les[n] = le; cum[n] = $2 }
+       /^dagproxy_share_seconds_count/ { total = $2 }
+       END {
+         if (total == 0) exit
+         printf "proxy share latency (dagproxy_share_seconds, %d shares):", total
+         for (i = 1; i <= n; i++) {
+           v = les[i] + 0
+           if (les[i] != "+Inf" && v >= 0.005 && v <= 0.1)
+             printf " <=%gms %.2f%%", v * 1000, 100 * cum[i] / total
+         }
+         printf "\n" }' <&3 >&2 || true
+  exec 3<&-
+fi
+echo "$report"

@@ -492,6 +492,9 @@ pub struct ProxyArgs {
     /// EthereumStratum/1.0.0 (NiceHash) listen address ("off" disables).
     #[arg(long)]
     pub stratum_nicehash: Option<String>,
+    /// `/metrics`, `/health`, `/stats` listen address ("off" disables).
+    #[arg(long)]
+    pub metrics: Option<String>,
     /// Redis URL.
     #[arg(long)]
     pub redis: Option<String>,
@@ -580,6 +583,10 @@ impl Config {
         }
         if let Some(v) = &a.stratum_nicehash {
             self.stratum_nicehash.listen.clone_from(v);
+        }
+        if let Some(v) = &a.metrics {
+            self.metrics.enabled = v != "off";
+            self.metrics.listen.clone_from(v);
         }
         if let Some(v) = &a.redis {
             self.redis.url.clone_from(v);
@@ -937,5 +944,18 @@ mod tests {
         assert_eq!(k.config.upstream[1].name, "backup1");
         assert!(k.stratum_addr.is_none());
         assert_eq!(k.config.proxy.difficulty, 7);
+
+        let mut c = Config::default();
+        c.apply(&ProxyArgs {
+            metrics: Some("127.0.0.1:19090".into()),
+            ..ProxyArgs::default()
+        });
+        let addr = c.metrics.addr().expect("valid");
+        assert_eq!(addr, Some("127.0.0.1:19090".parse().expect("addr")));
+        c.apply(&ProxyArgs {
+            metrics: Some("off".into()),
+            ..ProxyArgs::default()
+        });
+        assert_eq!(c.metrics.addr().expect("valid"), None);
     }
 }

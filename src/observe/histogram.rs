@@ -48,12 +48,21 @@ impl Histogram {
 
     /// Writes `name_bucket{le=..}`, `name_sum` and `name_count` lines (cumulative buckets).
     pub fn write(&self, out: &mut String, name: &str) {
+        // Dividing by 1e6 rather than multiplying by 1e-6 (not exact in binary) prints 0.05,
+        // not 0.049999999999999996.
+        let export = |v: u64| {
+            if self.scale < 1.0 {
+                v as f64 / (1.0 / self.scale).round()
+            } else {
+                v as f64 * self.scale
+            }
+        };
         let mut cumulative = 0;
         for (i, bucket) in self.buckets.iter().enumerate() {
             cumulative += bucket.load(Ordering::Relaxed);
             match self.bounds.get(i) {
                 Some(&b) => {
-                    let le = b as f64 * self.scale;
+                    let le = export(b);
                     let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
                 }
                 None => {
@@ -61,7 +70,7 @@ impl Histogram {
                 }
             }
         }
-        let sum = self.sum.load(Ordering::Relaxed) as f64 * self.scale;
+        let sum = export(self.sum.load(Ordering::Relaxed));
         let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cumulative}");
     }
 }
@@ -109,6 +118,13 @@ mod tests {
         h.write(&mut out, "t");
         assert!(out.starts_with("t_bucket{le=\"0.0005\"} 1\n"), "{out}");
         assert!(out.contains("t_sum 0.00025\n"), "{out}");
+        // Bounds print as written, without binary-fraction noise.
+        let h = Histogram::new(&[100, 50_000, 100_000], 1e-6);
+        let mut out = String::new();
+        h.write(&mut out, "t");
+        for le in ["0.0001", "0.05", "0.1"] {
+            assert!(out.contains(&format!("le=\"{le}\"")), "{out}");
+        }
     }
 
     #[test]
