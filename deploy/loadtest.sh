@@ -3,14 +3,17 @@
 # embedded dev chain, the release proxy with the CPU verifier over the full DAG, then
 # `dagproxy loadgen` for LT_SECONDS at LT_RATE shares/s over LT_CONNECTIONS connections.
 # Prints loadgen's JSON report (accepted_per_s, p50_ms, p99_ms, acknowledged, found_in_redis,
-# lost). Environment: LT_RATE (20000), LT_SECONDS (60), LT_CONNECTIONS (200), LT_INVALID (0),
-# LT_VERIFIER (cpu), LT_BIN (another dagproxy binary, for A/B runs; default: the release build), LT_DIALECT (ethproxy | ethereumstratum (alias nicehash) | mixed: every other
-# connection EthereumStratum/1.0.0), LT_REDIS_PORT, LT_NODE_PORT, LT_STRATUM_PORT, LT_METRICS_PORT,
-# LT_REDIS_NICE and LT_PROXY_NICE (unset: normal priority; e.g. -10 and -5 let the system
-# under test go before the load generator sharing its CPUs, as remote miners would), LT_NICEHASH_PORT (unset: EthereumStratum/1.0.0 miners use the main Stratum port, where the
-# proxy detects them from their first message; set: the proxy also listens there and
-# ethereumstratum runs use it), LT_DIFFICULTY (2: the share bank of precomputed valid shares
-# fills fast; the proxy still runs one full hashimoto per share).
+# lost), after a line on stderr with the proxy's own share latency from its /metrics.
+# Environment: LT_RATE (20000), LT_SECONDS (60), LT_CONNECTIONS (200), LT_INVALID (0),
+# LT_VERIFIER (cpu), LT_BIN (another dagproxy binary, for A/B runs; default: the release
+# build), LT_DIALECT (ethproxy | ethereumstratum (alias nicehash) | mixed: every other
+# connection EthereumStratum/1.0.0), LT_REDIS_PORT, LT_NODE_PORT, LT_STRATUM_PORT,
+# LT_METRICS_PORT, LT_REDIS_NICE and LT_PROXY_NICE (unset: normal priority; e.g. -10 and -5
+# let the system under test go before the load generator sharing its CPUs, as remote miners
+# would), LT_NICEHASH_PORT (unset: EthereumStratum/1.0.0 miners use the main Stratum port,
+# where the proxy detects them from their first message; set: the proxy also listens there
+# and ethereumstratum runs use it), LT_DIFFICULTY (2: the share bank of precomputed valid
+# shares fills fast; the proxy still runs one full hashimoto per share).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -304,11 +304,18 @@ impl RedisStore {
                 .key(self.key(&["miners", login]));
             inv.arg(*login).arg(u8::from(*t));
         }
+        // One clock per batch, so a height's score is the same for all its shares: print it
+        // once per run of equal heights, not once per share.
+        let mut score: Option<(u64, String)> = None;
         for (s, &j) in batch.iter().zip(&refs) {
             let d = s.difficulty;
+            let pow = match &score {
+                Some((h, text)) if *h == s.height => text,
+                _ => &score.insert((s.height, pow_score(s.height, ms))).1,
+            };
             inv.arg(j)
                 .arg(s.pow_member())
-                .arg(pow_score(s.height, ms))
+                .arg(pow)
                 .arg(sweep_bound(s.height))
                 .arg(d)
                 .arg(format!("{d}:{}:{}:", s.login, s.worker))

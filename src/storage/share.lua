@@ -4,8 +4,8 @@
 -- ARGV[1] ms  ARGV[2] ts (seconds)  ARGV[3] hashrate expiration (seconds)  ARGV[4] m
 -- ARGV[3+2j] login j, ARGV[4+2j] '1' to refresh its hashrate TTL and lastShare, else '0'
 -- ARGV[4+2m+7(i-1) ..] for share i = 1..n: login index j, pow member (nonce:powHash:mix),
---   pow score (height + a growing fraction below 1: see pow_score in mod.rs), sweep bound, diff, hashrate member prefix (diff:login:id:),
---   per-login hashrate member prefix (diff:id:)
+--   pow score (height + a growing fraction below 1: see pow_score in mod.rs), sweep bound,
+--   diff, hashrate member prefix (diff:login:id:), per-login hashrate member prefix (diff:id:)
 -- Returns one integer per share: 1 stored, 0 duplicate (member already in pow).
 --
 -- TTL and lastShare (whole seconds) are refreshed once per second per login: the proxy sends
