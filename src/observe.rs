@@ -176,6 +176,12 @@ impl Observe {
             "Shares queued in or being hashed by the verifier.",
             self.verifier.pending() as u64,
         );
+        m.one(
+            "dagproxy_verify_runtime_shares_total",
+            "counter",
+            "Shares hashed on the async runtime from a DAG in RAM; the rest go to the verifier thread.",
+            self.verifier.runtime_shares(),
+        );
         m.family(
             "dagproxy_verify_batch_size",
             "histogram",

@@ -1,7 +1,8 @@
 //! One suite over the verifier service interface, run against every backend (cpu, cpu-light,
 //! opencl on PoCL): hashes equal the CPU engine across prepared, next and stale epochs; share
 //! verdicts; batch sizes around max_batch; queue full answers Busy; shutdown finishes in-flight
-//! shares. Plus the OpenCL-only paths: split buffers and a device too small for two DAGs.
+//! shares; the CPU backend hashes epochs with a DAG in RAM on the runtime. Plus the OpenCL-only
+//! paths: split buffers and a device too small for two DAGs.
 
 use std::time::Duration;
 
@@ -72,6 +73,7 @@ async fn suite(kind: VerifierKind) {
         if round == 1 && kind != VerifierKind::CpuLight {
             wait_full(&v, 2).await;
         }
+        let on_runtime = v.runtime_shares();
         let futs = ins.iter().enumerate().map(|(k, input)| {
             let v = v.clone();
             let block = blocks[k % 3] + k as u64;
@@ -81,6 +83,14 @@ async fn suite(kind: VerifierKind) {
         for (k, (input, out)) in ins.iter().zip(got).enumerate() {
             let want = hashimoto(&caches[k % 3], input);
             assert_eq!(out.expect("hashed"), want, "{name} round {round} input {k}");
+        }
+        // With both DAGs in RAM, the CPU backend's shares of epochs 0 and 1 skip the worker
+        // thread; epoch 2 (light path) and the other backends' shares never do.
+        let runtime = v.runtime_shares() - on_runtime;
+        match (name.as_str(), round) {
+            ("cpu", 1) => assert_eq!(runtime, 200, "{name}"),
+            ("cpu", _) => assert!(runtime <= 200, "{name}: {runtime}"),
+            _ => assert_eq!(runtime, 0, "{name}"),
         }
     }
 

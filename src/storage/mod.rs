@@ -205,10 +205,17 @@ impl RedisStore {
         hashrate_expiration: Duration,
     ) -> Result<Self, StorageError> {
         let full = normalize_url(url);
-        let client = redis::Client::open(full.as_str()).map_err(|source| StorageError::Url {
+        let url_error = |source| StorageError::Url {
             url: redacted(&full),
             source,
-        })?;
+        };
+        // No Nagle: with batches pipelined on the one connection, a batch written while the
+        // previous is unacknowledged would wait for Redis's reply to it (or for a 40 ms delayed
+        // ACK when a large batch goes out in pieces), not for Redis.
+        let info = redis::IntoConnectionInfo::into_connection_info(full.as_str())
+            .map_err(url_error)?
+            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+        let client = redis::Client::open(info).map_err(url_error)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))

@@ -129,6 +129,11 @@ pub(crate) trait Backend: Send {
     ) -> Result<Vec<PowOutput>, VerifyError>;
     /// What is resident.
     fn resident(&self) -> Vec<Resident>;
+    /// Full datasets in RAM, ready to hash from any thread (the CPU backend's; the others
+    /// hash on their own thread or device).
+    fn ready_datasets(&self) -> Vec<(EpochInfo, Arc<FullDataset>)> {
+        Vec::new()
+    }
 }
 
 /// Groups job indices by epoch, keeping first-seen order.
@@ -338,6 +343,16 @@ impl Backend for Cpu {
             scatter(&mut out, &idx, &vals);
         }
         Ok(out)
+    }
+
+    fn ready_datasets(&self) -> Vec<(EpochInfo, Arc<FullDataset>)> {
+        self.datasets
+            .iter()
+            .filter_map(|(i, s)| match s {
+                DatasetState::Ready(ds) => Some((*i, ds.clone())),
+                _ => None,
+            })
+            .collect()
     }
 
     fn resident(&self) -> Vec<Resident> {

@@ -1,7 +1,8 @@
 //! The verifier service the share pipeline calls: `check(share) -> ShareCheck`. Shares are
 //! queued (bounded: [`VerifyError::Busy`] when full), gathered into micro-batches (flush at
 //! `max_batch` or `max_wait`) by one worker thread that owns the backend (OpenCL kernels are not
-//! `Sync`), hashed in one go, and answered one by one.
+//! `Sync`), hashed in one go, and answered one by one. Shares of an epoch whose full dataset is
+//! ready in RAM skip that thread: a task on the runtime batches them (see [`batch_on_runtime`]).
 //!
 //! Backends: `opencl` (device-resident DAGs), `cpu` (rayon over DAGs in RAM, light cache while
 //! they build), `cpu-light`; `auto` takes a GPU if any and otherwise the CPU, and falls back to
@@ -13,14 +14,17 @@ pub mod cli;
 pub mod opencl;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
 use crate::ethash::chain::{HASH_BYTES, MIX_BYTES};
-use crate::ethash::{check_share, ChainSpec, EpochInfo, PowInput, PowOutput, ShareCheck, U256};
+use crate::ethash::{
+    check_share, hashimoto_batch, ChainSpec, EpochInfo, FullDataset, PowInput, PowOutput,
+    ShareCheck, U256,
+};
 
 pub use self::backend::Resident;
 use self::backend::{Backend, Caches, Cpu, CpuLight};
@@ -114,6 +118,24 @@ pub enum VerifyError {
 
 type Reply = oneshot::Sender<Result<PowOutput, VerifyError>>;
 
+/// Largest batch hashed in one go on the runtime: about 0.3 ms of work from RAM, so a runtime
+/// thread is never held long.
+const RUNTIME_BATCH: usize = 256;
+
+/// Full datasets ready in RAM, by `(epoch length, epoch)`.
+type ReadySets = Vec<((u64, u64), Arc<FullDataset>)>;
+
+/// What the runtime batcher receives.
+enum Fast {
+    Job {
+        dataset: Arc<FullDataset>,
+        input: PowInput,
+        reply: Reply,
+    },
+    /// Answered once every job sent before it is answered (shutdown).
+    Barrier(oneshot::Sender<()>),
+}
+
 enum Msg {
     Job {
         block: u64,
@@ -127,20 +149,57 @@ enum Msg {
 /// State shared by handles and the worker.
 #[derive(Debug)]
 struct Shared {
+    chain: ChainSpec,
     pending: AtomicUsize,
     running: AtomicBool,
     backend: Mutex<String>,
     resident: Mutex<Vec<Resident>>,
+    /// Published by the worker when a CPU dataset becomes ready or is dropped.
+    ready: RwLock<ReadySets>,
+    /// Shares hashed by the runtime batcher.
+    runtime_shares: AtomicU64,
     batch_sizes: Histogram,
     batch_micros: Histogram,
+}
+
+impl Shared {
+    /// The ready dataset of `block`'s epoch, if any.
+    fn ready_for(&self, block: u64) -> Option<Arc<FullDataset>> {
+        let len = self.chain.epoch_length_at(block);
+        let key = (len, block / len);
+        let ready = self.ready.read().ok()?;
+        ready
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, d)| d.clone())
+    }
+
+    /// Books a hashed batch: metrics, then the queue places (freed before answering, so an
+    /// answered caller sees room).
+    fn hashed(&self, shares: usize, started: Instant) {
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.batch_micros.observe(micros);
+        self.batch_sizes.observe(shares as u64);
+        self.pending.fetch_sub(shares, Ordering::SeqCst);
+    }
 }
 
 /// Handle to the verifier service; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Verifier {
     tx: mpsc::Sender<Msg>,
+    fast: tokio::sync::mpsc::UnboundedSender<Fast>,
     shared: Arc<Shared>,
     queue: usize,
+}
+
+impl std::fmt::Debug for Fast {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fast::Job { .. } => f.write_str("Job"),
+            Fast::Barrier(_) => f.write_str("Barrier"),
+        }
+    }
 }
 
 impl std::fmt::Debug for Msg {
@@ -209,10 +268,13 @@ impl Verifier {
         }
         let (tx, rx) = mpsc::channel();
         let shared = Arc::new(Shared {
+            chain: chain.clone(),
             pending: AtomicUsize::new(0),
             running: AtomicBool::new(false),
             backend: Mutex::new(String::new()),
             resident: Mutex::new(Vec::new()),
+            ready: RwLock::new(Vec::new()),
+            runtime_shares: AtomicU64::new(0),
             batch_sizes: Histogram::new(BATCH_SIZES, 1.0),
             batch_micros: Histogram::new(BATCH_MICROS, 1e-6),
         });
@@ -248,7 +310,14 @@ impl Verifier {
             })
             .map_err(|e| VerifyError::Backend(format!("worker thread: {e}")))?;
         ready_rx.await.map_err(|_| VerifyError::Stopped)??;
-        Ok(Self { tx, shared, queue })
+        let (fast, fast_rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(batch_on_runtime(fast_rx, shared.clone()));
+        Ok(Self {
+            tx,
+            fast,
+            shared,
+            queue,
+        })
     }
 
     /// The backend in use, for logs and metrics (changes if `auto` fell back to the CPU).
@@ -285,6 +354,12 @@ impl Verifier {
         &self.shared.batch_micros
     }
 
+    /// Shares hashed on the async runtime from a dataset in RAM, since start (the others went
+    /// to the worker thread: light path, OpenCL, or before the dataset was ready).
+    pub fn runtime_shares(&self) -> u64 {
+        self.shared.runtime_shares.load(Ordering::Relaxed)
+    }
+
     /// Shares queued or being hashed.
     pub fn pending(&self) -> usize {
         self.shared.pending.load(Ordering::SeqCst)
@@ -308,15 +383,27 @@ impl Verifier {
             return Err(VerifyError::Busy);
         }
         let (reply, rx) = oneshot::channel();
-        if self
-            .tx
-            .send(Msg::Job {
-                block,
-                input,
-                reply,
-            })
-            .is_err()
-        {
+        // A ready dataset in RAM: batch on the runtime, sparing the hop to the worker thread
+        // and its wake-ups (on a busy machine each one waits for a CPU).
+        let sent = match self.shared.ready_for(block) {
+            Some(dataset) => self
+                .fast
+                .send(Fast::Job {
+                    dataset,
+                    input,
+                    reply,
+                })
+                .is_ok(),
+            None => self
+                .tx
+                .send(Msg::Job {
+                    block,
+                    input,
+                    reply,
+                })
+                .is_ok(),
+        };
+        if !sent {
             self.shared.pending.fetch_sub(1, Ordering::SeqCst);
             return Err(VerifyError::Stopped);
         }
@@ -339,6 +426,10 @@ impl Verifier {
     /// Stops taking shares and finishes those in flight; later calls answer `Stopped`.
     pub async fn shutdown(&self) {
         self.shared.running.store(false, Ordering::SeqCst);
+        let (tx, rx) = oneshot::channel();
+        if self.fast.send(Fast::Barrier(tx)).is_ok() {
+            let _ = rx.await;
+        }
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Msg::Shutdown(tx)).is_ok() {
             let _ = rx.await;
@@ -398,8 +489,36 @@ impl Worker {
     }
 
     fn publish(&self) {
+        // Ready sets first: whoever sees an epoch "full" also finds its dataset.
+        self.publish_ready();
         if let Ok(mut r) = self.shared.resident.lock() {
             *r = self.backend.resident();
+        }
+    }
+
+    /// Hands the backend's ready datasets to the runtime batcher (only when they change).
+    fn publish_ready(&self) {
+        let sets: ReadySets = self
+            .backend
+            .ready_datasets()
+            .into_iter()
+            .filter_map(|(info, ds)| {
+                let key = self.infos.iter().find(|(_, i)| **i == info)?.0;
+                Some((*key, ds))
+            })
+            .collect();
+        let same = |old: &ReadySets| {
+            old.len() == sets.len()
+                && old
+                    .iter()
+                    .zip(&sets)
+                    .all(|(a, b)| a.0 == b.0 && Arc::ptr_eq(&a.1, &b.1))
+        };
+        if self.shared.ready.read().is_ok_and(|r| same(&r)) {
+            return;
+        }
+        if let Ok(mut r) = self.shared.ready.write() {
+            *r = sets;
         }
     }
 
@@ -490,6 +609,8 @@ impl Worker {
                 self.process(batch);
                 batch = rest;
             }
+            // A dataset may have become ready while hashing (the CPU backend polls then).
+            self.publish_ready();
             // Under steady load the queue never idles: interleave DAG generation with batches.
             if background {
                 background = self.step();
@@ -551,11 +672,7 @@ impl Worker {
                 result = self.backend.hash(&jobs, &mut self.caches);
             }
         }
-        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        self.shared.batch_micros.observe(micros);
-        self.shared.batch_sizes.observe(batch.len() as u64);
-        // Free the queue places before answering, so an answered caller sees room.
-        self.shared.pending.fetch_sub(batch.len(), Ordering::SeqCst);
+        self.shared.hashed(batch.len(), started);
         match result {
             Ok(outs) => {
                 for (job, out) in batch.into_iter().zip(outs) {
@@ -567,6 +684,75 @@ impl Worker {
                     let _ = job.reply.send(Err(e.clone()));
                 }
             }
+        }
+    }
+}
+
+/// Hashes shares of epochs with a ready dataset in RAM, on the runtime. Shares that arrive
+/// while a batch is hashed make up the next one, so under load batches grow by themselves and
+/// at low load a share waits for no timer. A batch is at most [`RUNTIME_BATCH`] shares.
+async fn batch_on_runtime(mut rx: tokio::sync::mpsc::UnboundedReceiver<Fast>, shared: Arc<Shared>) {
+    let mut msgs = Vec::with_capacity(RUNTIME_BATCH);
+    let mut inputs = Vec::with_capacity(RUNTIME_BATCH);
+    let mut outs = Vec::with_capacity(RUNTIME_BATCH);
+    loop {
+        if rx.recv_many(&mut msgs, RUNTIME_BATCH).await == 0 {
+            return;
+        }
+        // One turn of the scheduler lets tasks already woken add their shares to this batch.
+        if msgs.len() < RUNTIME_BATCH {
+            tokio::task::yield_now().await;
+            while msgs.len() < RUNTIME_BATCH {
+                match rx.try_recv() {
+                    Ok(m) => msgs.push(m),
+                    Err(_) => break,
+                }
+            }
+        }
+        let started = Instant::now();
+        let mut jobs = Vec::with_capacity(msgs.len());
+        let mut barriers = Vec::new();
+        for m in msgs.drain(..) {
+            match m {
+                Fast::Job {
+                    dataset,
+                    input,
+                    reply,
+                } => jobs.push((dataset, input, reply)),
+                // Everything sent before a barrier is in this batch: answered before it.
+                Fast::Barrier(done) => barriers.push(done),
+            }
+        }
+        // Almost always one epoch: hash per dataset, in order within each.
+        let mut answers: Vec<Option<PowOutput>> = vec![None; jobs.len()];
+        for first in 0..jobs.len() {
+            if answers[first].is_some() {
+                continue;
+            }
+            let ds = jobs[first].0.clone();
+            let idx: Vec<usize> = (first..jobs.len())
+                .filter(|&k| answers[k].is_none() && Arc::ptr_eq(&jobs[k].0, &ds))
+                .collect();
+            inputs.clear();
+            inputs.extend(idx.iter().map(|&k| jobs[k].1));
+            outs.clear();
+            outs.resize(inputs.len(), PowOutput::default());
+            hashimoto_batch(&ds.rows(), &inputs, &mut outs);
+            for (&k, out) in idx.iter().zip(&outs) {
+                answers[k] = Some(*out);
+            }
+        }
+        if !jobs.is_empty() {
+            shared.hashed(jobs.len(), started);
+            shared
+                .runtime_shares
+                .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        }
+        for ((_, _, reply), out) in jobs.into_iter().zip(answers) {
+            let _ = reply.send(out.ok_or(VerifyError::Stopped));
+        }
+        for b in barriers {
+            let _ = b.send(());
         }
     }
 }
