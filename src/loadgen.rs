@@ -143,6 +143,10 @@ pub struct LoadReport {
     /// p99 of the shares due in each 10 s of the run, in order (a tail that grows over the
     /// run shows a backlog or a store slowing down, rather than a steady cost).
     pub p99_ms_by_10s: Vec<f64>,
+    /// Steal in each of those windows: the percentage of this host's CPU time its hypervisor
+    /// gave to other guests (Linux `/proc/stat`; empty elsewhere). On a VM shared with the
+    /// system under test, a tail that follows it is the host's, not the pool's.
+    pub host_steal_pct_by_10s: Vec<f64>,
     /// Valid shares acknowledged as accepted.
     pub acknowledged: u64,
     /// Of those, how many are in `<prefix>:pow`.
@@ -583,6 +587,7 @@ struct Tally {
     invalid_accepted: u64,
     starved: u64,
     unanswered_valid: u64,
+    steal_pct_by_10s: Vec<f64>,
 }
 
 /// A line from the proxy: a reply or a push. Typed, so a reply costs no map of its fields.
@@ -737,6 +742,8 @@ async fn drive(
     let stop = shutdown.child_token();
     let start = Instant::now();
     let end = start + cfg.duration;
+    let steal_pct: Arc<Mutex<Vec<f64>>> = Arc::default();
+    let steal = tokio::spawn(sample_steal(start, end, steal_pct.clone()));
     let n = conns.len();
     let mut tasks = Vec::with_capacity(n);
     for (i, (lines, w, wire)) in conns.into_iter().enumerate() {
@@ -764,8 +771,76 @@ async fn drive(
         t.await??;
     }
     stop.cancel();
-    let t = std::mem::take(&mut *tally.lock().unwrap_or_else(|p| p.into_inner()));
+    let mut t = std::mem::take(&mut *tally.lock().unwrap_or_else(|p| p.into_inner()));
+    // Done at the schedule's end; a run stopped early keeps the windows it completed.
+    steal.abort();
+    t.steal_pct_by_10s = std::mem::take(&mut *steal_pct.lock().unwrap_or_else(|p| p.into_inner()));
     Ok((t, seconds, difficulty))
+}
+
+/// Replies one connection should get in an open-loop run, with a margin (0 for a closed loop,
+/// whose count is not known ahead).
+fn expected_replies(rate: Option<f64>, duration: Duration, connections: usize) -> usize {
+    let Some(rate) = rate else {
+        return 0;
+    };
+    let per_conn = rate * duration.as_secs_f64() / connections.max(1) as f64;
+    // Bounded: a mistyped rate must not reserve gigabytes up front.
+    (per_conn * 1.05 + 64.0).min(1e7) as usize
+}
+
+/// Appends the steal percentage of each `WINDOW` from `start` to `end` to `out` (the last
+/// window may be shorter).
+async fn sample_steal(start: Instant, end: Instant, out: Arc<Mutex<Vec<f64>>>) {
+    let read = || {
+        std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|s| cpu_times(&s))
+    };
+    let Some(mut prev) = read() else {
+        return;
+    };
+    let mut k = 1u32;
+    loop {
+        let at = (start + WINDOW * k).min(end);
+        tokio::time::sleep_until(at.into()).await;
+        let Some(cur) = read() else {
+            return;
+        };
+        out.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(steal_pct(prev, cur));
+        prev = cur;
+        if at >= end {
+            return;
+        }
+        k += 1;
+    }
+}
+
+/// `(all, steal)` jiffies from the aggregate `cpu` line of `/proc/stat`.
+fn cpu_times(stat: &str) -> Option<(u64, u64)> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    // user nice system idle iowait irq softirq steal [guest guest_nice]: guest time is
+    // already counted in user and nice.
+    let steal = *fields.get(7)?;
+    Some((fields.iter().take(8).sum(), steal))
+}
+
+/// Steal between two `cpu_times` samples, as a percentage rounded to 0.1.
+fn steal_pct(prev: (u64, u64), cur: (u64, u64)) -> f64 {
+    let all = cur.0.saturating_sub(prev.0);
+    if all == 0 {
+        return 0.0;
+    }
+    let steal = cur.1.saturating_sub(prev.1);
+    (steal as f64 * 1000.0 / all as f64).round() / 10.0
 }
 
 /// Connects, logs in and waits for the first job; returns the share difficulty in hashes.
@@ -896,7 +971,14 @@ async fn connection(
             wire.clone(),
         );
         tokio::spawn(async move {
-            let mut local = Tally::default();
+            // Sized for the whole run: 200 connections doubling these vectors at the same
+            // share count made a burst of copying and page faults in the middle of the run.
+            let expected = expected_replies(cfg.rate, cfg.duration, n);
+            let mut local = Tally {
+                latencies_us: Vec::with_capacity(expected),
+                acked: Vec::with_capacity(expected),
+                ..Tally::default()
+            };
             loop {
                 let line = tokio::select! {
                     l = lines.next() => l,
@@ -1338,6 +1420,7 @@ async fn check_redis(
         p50_ms: percentile(&all, 0.50),
         p99_ms: percentile(&all, 0.99),
         p99_ms_by_10s,
+        host_steal_pct_by_10s: tally.steal_pct_by_10s,
         acknowledged,
         found_in_redis: found,
         lost: acknowledged.saturating_sub(found),
@@ -1437,6 +1520,34 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         args: LoadgenArgs,
+    }
+
+    #[test]
+    fn reply_vectors_are_sized_for_the_run() {
+        let minute = Duration::from_secs(60);
+        // 20,000/s for 60 s over 200 connections: 6,000 each, plus 5% and 64.
+        assert_eq!(expected_replies(Some(20_000.0), minute, 200), 6_364);
+        assert_eq!(expected_replies(None, minute, 200), 0);
+        assert_eq!(expected_replies(Some(1e12), minute, 1), 10_000_000);
+    }
+
+    #[test]
+    fn steal_comes_from_the_aggregate_cpu_line() {
+        // user nice system idle iowait irq softirq steal guest guest_nice
+        let before = "cpu  100 0 50 800 10 0 5 35 7 0\ncpu0 50 0 25 400 5 0 2 18 3 0\nintr 1 2\n";
+        let after = "cpu  160 0 70 900 10 0 10 85 9 0\ncpu0 80 0 35 450 5 0 5 43 4 0\n";
+        let (a, b) = (cpu_times(before), cpu_times(after));
+        // Guest time is inside user and nice, so it is not added again.
+        assert_eq!(a, Some((1000, 35)));
+        assert_eq!(b, Some((1235, 85)));
+        let (a, b) = (a.expect("before"), b.expect("after"));
+        // 50 of 235 jiffies.
+        assert_eq!(steal_pct(a, b), 21.3);
+        assert_eq!(steal_pct(a, a), 0.0);
+        // A kernel without the steal column, or garbage: no figure rather than a wrong one.
+        assert_eq!(cpu_times("cpu  1 2 3 4 5 6 7\n"), None);
+        assert_eq!(cpu_times("cpu  1 x 3 4 5 6 7 8\n"), None);
+        assert_eq!(cpu_times("intr 1 2\n"), None);
     }
 
     #[test]

@@ -231,6 +231,20 @@ fn assert_clean(rep: &loadgen::LoadReport) {
         rep.acknowledged_ethproxy + rep.acknowledged_ethereumstratum,
         rep.acknowledged
     );
+    // One steal figure per latency window, where /proc/stat has one.
+    if std::path::Path::new("/proc/stat").exists() {
+        assert_eq!(
+            rep.host_steal_pct_by_10s.len(),
+            rep.p99_ms_by_10s.len(),
+            "{rep:?}"
+        );
+    }
+    assert!(
+        rep.host_steal_pct_by_10s
+            .iter()
+            .all(|p| (0.0..=100.0).contains(p)),
+        "{rep:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
