@@ -1157,26 +1157,31 @@ async fn connection(
 
 /// The `pow` member the proxy stores for a share: `nonce:header:mix`.
 fn member(nonce: u64, header: &[u8; 32], mix: &[u8; 32]) -> String {
-    let mut m = String::with_capacity(2 * 66 + 19);
-    push_hex(&mut m, &nonce.to_be_bytes());
-    m.push(':');
-    push_hex(&mut m, header);
-    m.push(':');
-    push_hex(&mut m, mix);
-    m
+    join_hex(["", ":", ""], &nonce_hex(nonce), header, mix)
 }
 
 /// `["<nonce>","0x<header>","0x<mix>"]`: hex needs no JSON escaping.
 fn hex_params(nonce: &str, header: &[u8; 32], mix: &[u8; 32]) -> String {
-    let mut p = String::with_capacity(2 * 66 + 30);
-    p.push_str("[\"");
-    p.push_str(nonce);
-    p.push_str("\",\"");
-    push_hex(&mut p, header);
-    p.push_str("\",\"");
-    push_hex(&mut p, mix);
-    p.push_str("\"]");
-    p
+    join_hex(["[\"", "\",\"", "\"]"], nonce, header, mix)
+}
+
+/// `open nonce sep 0x<header> sep 0x<mix> close`, for `[open, sep, close]`.
+fn join_hex(
+    [open, sep, close]: [&str; 3],
+    nonce: &str,
+    header: &[u8; 32],
+    mix: &[u8; 32],
+) -> String {
+    let mut out =
+        String::with_capacity(2 * 66 + nonce.len() + open.len() + 2 * sep.len() + close.len());
+    out.push_str(open);
+    out.push_str(nonce);
+    out.push_str(sep);
+    push_hex(&mut out, header);
+    out.push_str(sep);
+    push_hex(&mut out, mix);
+    out.push_str(close);
+    out
 }
 
 /// A JSON array of strings.

@@ -138,17 +138,23 @@ pub(crate) trait Backend: Send {
 
 /// Groups job indices by epoch, keeping first-seen order.
 fn by_epoch(jobs: &[(EpochInfo, PowInput)]) -> Vec<(EpochInfo, Vec<usize>)> {
-    let mut groups: Vec<(EpochInfo, Vec<usize>)> = Vec::new();
-    for (k, (info, _)) in jobs.iter().enumerate() {
-        match groups.iter_mut().find(|(i, _)| i == info) {
+    group_by(jobs.iter().map(|(info, _)| *info))
+}
+
+/// Groups indices by key, keeping first-seen order (a batch has one or two keys).
+pub(super) fn group_by<K: PartialEq>(keys: impl Iterator<Item = K>) -> Vec<(K, Vec<usize>)> {
+    let mut groups: Vec<(K, Vec<usize>)> = Vec::new();
+    for (k, key) in keys.enumerate() {
+        match groups.iter_mut().find(|(g, _)| *g == key) {
             Some((_, v)) => v.push(k),
-            None => groups.push((*info, vec![k])),
+            None => groups.push((key, vec![k])),
         }
     }
     groups
 }
 
-fn scatter(out: &mut [PowOutput], idx: &[usize], vals: &[PowOutput]) {
+/// Puts each group's outputs back at its jobs' places.
+pub(super) fn scatter(out: &mut [PowOutput], idx: &[usize], vals: &[PowOutput]) {
     for (&k, v) in idx.iter().zip(vals) {
         out[k] = *v;
     }

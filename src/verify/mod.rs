@@ -27,7 +27,7 @@ use crate::ethash::{
 };
 
 pub use self::backend::Resident;
-use self::backend::{Backend, Caches, Cpu, CpuLight};
+use self::backend::{group_by, scatter, Backend, Caches, Cpu, CpuLight};
 use crate::observe::Histogram;
 
 /// Batch-size buckets (shares): powers of two up to the largest default batch.
@@ -724,23 +724,15 @@ async fn batch_on_runtime(mut rx: tokio::sync::mpsc::UnboundedReceiver<Fast>, sh
             }
         }
         // Almost always one epoch: hash per dataset, in order within each.
-        let mut answers: Vec<Option<PowOutput>> = vec![None; jobs.len()];
-        for first in 0..jobs.len() {
-            if answers[first].is_some() {
-                continue;
-            }
-            let ds = jobs[first].0.clone();
-            let idx: Vec<usize> = (first..jobs.len())
-                .filter(|&k| answers[k].is_none() && Arc::ptr_eq(&jobs[k].0, &ds))
-                .collect();
+        let mut answers = vec![PowOutput::default(); jobs.len()];
+        for (_, idx) in group_by(jobs.iter().map(|(ds, _, _)| Arc::as_ptr(ds))) {
+            let ds = &jobs[idx[0]].0;
             inputs.clear();
             inputs.extend(idx.iter().map(|&k| jobs[k].1));
             outs.clear();
             outs.resize(inputs.len(), PowOutput::default());
             hashimoto_batch(&ds.rows(), &inputs, &mut outs);
-            for (&k, out) in idx.iter().zip(&outs) {
-                answers[k] = Some(*out);
-            }
+            scatter(&mut answers, &idx, &outs);
         }
         if !jobs.is_empty() {
             shared.hashed(jobs.len(), started);
@@ -749,7 +741,7 @@ async fn batch_on_runtime(mut rx: tokio::sync::mpsc::UnboundedReceiver<Fast>, sh
                 .fetch_add(jobs.len() as u64, Ordering::Relaxed);
         }
         for ((_, _, reply), out) in jobs.into_iter().zip(answers) {
-            let _ = reply.send(out.ok_or(VerifyError::Stopped));
+            let _ = reply.send(Ok(out));
         }
         for b in barriers {
             let _ = b.send(());
