@@ -107,13 +107,11 @@ async fn malformed_requests_on_both_front_ends_reach_the_limit() {
     assert_eq!(http_status(&proxy, big).await, 417);
     assert_eq!(http_status(&proxy, get_work()).await, 403);
     assert!(!served(&proxy).await);
-    // The open connection is closed at its next request (normally after the reply; a close
-    // that races the reply's delivery is accepted, anything else is not).
+    // The open connection is closed at its next request, after the reply.
     c.send_raw(b"{\"id\":9,\"method\":\"eth_getWork\"}\n").await;
-    if let Some(r) = c.read().await {
-        assert_eq!(r["id"], json!(9));
-        assert!(c.read().await.is_none());
-    }
+    let r = c.read().await.expect("the reply before the close");
+    assert_eq!(r["id"], json!(9));
+    assert!(c.read().await.is_none());
     proxy.stop().await;
 }
 
@@ -134,12 +132,11 @@ async fn oversized_lines_count_as_malformed() {
     c.login().await;
     c.send_raw(format!("{}\n", "x".repeat(300)).as_bytes())
         .await;
-    // The third is answered and the connection closed; the rest of the long line may still be
-    // unread then, so the close can be a reset that overtakes the reply.
-    if let Some(r) = c.read().await {
-        assert_eq!(r["error"]["message"], json!("Request too large"));
-        assert!(c.read().await.is_none(), "then the connection is closed");
-    }
+    // The third is answered and the connection closed. The rest of the long line is still
+    // unread then: the proxy's lingering close keeps that from resetting away the reply.
+    let r = c.read().await.expect("the reply before the close");
+    assert_eq!(r["error"]["message"], json!("Request too large"));
+    assert!(c.read().await.is_none(), "then the connection is closed");
     assert!(!served(&proxy).await);
     proxy.stop().await;
 }
@@ -234,5 +231,53 @@ async fn black_and_whitelists_reload_from_redis() {
     assert_eq!(r["error"]["message"], json!("You are blacklisted"));
     assert!(c.read().await.is_none(), "closed");
     assert!(!served(&proxy).await);
+    proxy.stop().await;
+}
+
+/// A miner that keeps sending while the proxy bans it still reads every reply, then a clean
+/// end of stream: a close with its input unread would be a reset, which can discard replies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_banned_miner_that_keeps_sending_reads_its_replies_then_eof() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dev = Devnet::start(HARD_BLOCK).await;
+    let redis = common::RedisServer::start();
+    let proxy = TestProxy::start(banning(&dev, &redis), redis).await;
+    for round in 0..5 {
+        // Bans are per IP: each round is a miner of its own loopback address.
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        let ip = std::net::Ipv4Addr::new(127, 0, 0, 2 + round);
+        socket.bind((ip, 0).into()).expect("bind");
+        let stream = socket.connect(proxy.stratum).await.expect("connect");
+        let (mut r, mut w) = stream.into_split();
+        // The 3rd malformed line bans; the miner goes on writing (about 24 KiB) meanwhile.
+        let writer = tokio::spawn(async move {
+            for _ in 0..400 {
+                if w.write_all(b"{nope, still sending}\n{nope}\n")
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+        });
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), r.read_to_end(&mut got)).await;
+        let read = read.expect("closed in time");
+        assert!(read.is_ok(), "round {round}: closed by a reset: {read:?}");
+        let replies: Vec<Value> = String::from_utf8_lossy(&got)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("reply is JSON"))
+            .collect();
+        assert!(
+            replies.len() >= 3,
+            "round {round}: {} replies",
+            replies.len()
+        );
+        for v in &replies {
+            assert_eq!(v["error"]["message"], json!("Malformed request"), "{v}");
+        }
+        writer.abort();
+    }
     proxy.stop().await;
 }

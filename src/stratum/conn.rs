@@ -11,6 +11,7 @@ use std::time::Duration;
 use futures_util::future::{BoxFuture, FutureExt};
 use futures_util::stream::FuturesOrdered;
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{timeout, Instant, Sleep};
@@ -26,6 +27,12 @@ pub const MAX_IN_FLIGHT: usize = 64;
 /// Initial read buffer of a connection: Stratum lines are a few hundred bytes, and 10,000
 /// idle miners should not cost 8 KiB each (the buffer grows for longer lines).
 pub const BUFFER_BYTES: usize = 512;
+
+/// After its last reply a closing connection reads (and drops) what the miner still sends for
+/// at most this long, or [`LINGER_BYTES`], before the socket is closed.
+pub const LINGER: Duration = Duration::from_secs(2);
+/// See [`LINGER`].
+pub const LINGER_BYTES: usize = 64 * 1024;
 
 /// Errors that end a connection.
 #[derive(Debug, thiserror::Error)]
@@ -173,9 +180,42 @@ impl<'a, T: Send + 'a> Conn<'a, T> {
         self.answers.next().now_or_never().flatten()
     }
 
-    /// The oldest answer in flight, waiting for it (for draining on close).
-    pub async fn next_answer(&mut self) -> Option<T> {
-        self.answers.next().await
+    /// Ends the connection: the answers still in flight are finished and written (rendered by
+    /// `lines`, within [`super::DRAIN_TIMEOUT`]), then the socket is closed with a linger.
+    ///
+    /// Closing a socket with unread input makes the kernel send a reset instead of a FIN, and a
+    /// reset can discard the last replies (a ban's reason, a share's answer) before the miner
+    /// reads them. So the write side is shut first and the miner's further input is read and
+    /// dropped until its EOF, [`LINGER`] or [`LINGER_BYTES`].
+    pub async fn finish(
+        mut self,
+        mut lines: impl FnMut(T) -> Vec<String>,
+    ) -> Result<(), ConnError> {
+        let drain = async {
+            while let Some(a) = self.answers.next().await {
+                self.send(lines(a)).await?;
+            }
+            Ok::<_, ConnError>(())
+        };
+        timeout(super::DRAIN_TIMEOUT, drain)
+            .await
+            .unwrap_or(Err(ConnError::WriteTimeout))?;
+        let mut stream = self.framed.into_inner();
+        if stream.shutdown().await.is_err() {
+            return Ok(());
+        }
+        let discard = async {
+            let mut buf = [0u8; 4096];
+            let mut total = 0;
+            while total < LINGER_BYTES {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => total += n,
+                }
+            }
+        };
+        let _ = timeout(LINGER, discard).await;
+        Ok(())
     }
 
     /// Writes `lines`, flushing once; a miner that stops reading for the idle timeout loses

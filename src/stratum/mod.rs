@@ -211,24 +211,14 @@ async fn serve(
                 }
                 conn.send(lines).await?;
                 if ctx.policy.is_banned(&ip) {
-                    tracing::debug!(%peer, "banned, closing");
-                    return Ok(());
+                    break "banned";
                 }
             }
         }
     };
     tracing::debug!(%peer, why, "stratum connection closing");
     // Requests taken before the close are finished: a share being stored gets its answer.
-    let drain = async {
-        while let Some(a) = conn.next_answer().await {
-            let line = session.reply(ctx, a).to_line();
-            conn.send([line]).await?;
-        }
-        Ok::<_, ConnError>(())
-    };
-    timeout(DRAIN_TIMEOUT, drain)
-        .await
-        .unwrap_or(Err(ConnError::WriteTimeout))
+    conn.finish(|a| vec![session.reply(ctx, a).to_line()]).await
 }
 
 /// An answer in flight on an EthProxy connection.

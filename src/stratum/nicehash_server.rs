@@ -160,23 +160,14 @@ async fn session_loop<'a>(
                 }
                 conn.send(lines).await?;
                 if ctx.policy.is_banned(&ip) {
-                    return Ok(());
+                    break "banned";
                 }
             }
         }
     };
     tracing::debug!(%peer, why, "nicehash connection closing");
     // Requests taken before the close are finished: a share being stored gets its answer.
-    let drain = async {
-        while let Some(a) = conn.next_answer().await {
-            let lines = reply(&mut session, ctx, &ip, a);
-            conn.send(lines).await?;
-        }
-        Ok::<_, ConnError>(())
-    };
-    timeout(super::DRAIN_TIMEOUT, drain)
-        .await
-        .unwrap_or(Err(ConnError::WriteTimeout))
+    conn.finish(|a| reply(&mut session, ctx, &ip, a)).await
 }
 
 /// Takes one request: answered at once, or a share queued for the pipeline.

@@ -33,6 +33,8 @@ pub struct Devnet {
     pub handle: DevnetHandle,
     pub url: String,
     pub stop: CancellationToken,
+    addr: SocketAddr,
+    task: Option<JoinHandle<Result<(), devnet::DevnetError>>>,
 }
 
 impl Devnet {
@@ -44,9 +46,9 @@ impl Devnet {
     /// Starts a node of any chain at `start_block`.
     pub async fn start_chain(chain: ChainSpec, start_block: u64, difficulty: u64) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind devnet");
-        let url = format!("http://{}/", listener.local_addr().expect("addr"));
+        let addr = listener.local_addr().expect("addr");
         let stop = CancellationToken::new();
-        let (handle, _task) = devnet::spawn(
+        let (handle, task) = devnet::spawn(
             listener,
             DevnetConfig {
                 chain,
@@ -57,7 +59,32 @@ impl Devnet {
             stop.clone(),
         )
         .expect("devnet");
-        Self { handle, url, stop }
+        Self {
+            handle,
+            url: format!("http://{addr}/"),
+            stop,
+            addr,
+            task: Some(task),
+        }
+    }
+
+    /// Takes the node down: its listener and connections are closed once this returns.
+    pub async fn kill(&mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    /// Brings a killed node back on its address with its chain state.
+    pub async fn restart(&mut self) {
+        let listener = TcpListener::bind(self.addr).await.expect("rebind devnet");
+        self.stop = CancellationToken::new();
+        self.task = Some(tokio::spawn(devnet::serve(
+            self.handle.clone(),
+            listener,
+            self.stop.clone(),
+        )));
     }
 }
 
