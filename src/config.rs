@@ -414,6 +414,17 @@ pub struct RedisSection {
     pub url: String,
     /// Key prefix (open-ethereum-pool's `coin`).
     pub prefix: String,
+    /// Redis Sentinel addresses (`host:port`): the proxy writes to the master they name and
+    /// follows a failover; `url` then gives only the password and db.
+    pub sentinels: Vec<String>,
+    /// The master's name in Sentinel.
+    pub master_name: String,
+    /// The sentinels' own password (`requirepass` on the sentinels), if any.
+    pub sentinel_password: String,
+    /// Replicas that must have a share before the miner is told it is stored (`WAIT`); 0: none.
+    pub wait_replicas: u32,
+    /// How long to wait for them; a share not replicated in time is answered as not stored.
+    pub wait_timeout: Dur,
 }
 
 impl Default for RedisSection {
@@ -421,6 +432,26 @@ impl Default for RedisSection {
         Self {
             url: "redis://127.0.0.1:6379/0".into(),
             prefix: "eth".into(),
+            sentinels: Vec::new(),
+            master_name: "mymaster".into(),
+            sentinel_password: String::new(),
+            wait_replicas: 0,
+            wait_timeout: Dur(Duration::from_millis(100)),
+        }
+    }
+}
+
+impl RedisSection {
+    /// The storage layer's connection options.
+    pub fn options(&self) -> crate::storage::RedisOptions {
+        crate::storage::RedisOptions {
+            url: self.url.clone(),
+            sentinels: self.sentinels.clone(),
+            master_name: self.master_name.clone(),
+            sentinel_password: (!self.sentinel_password.is_empty())
+                .then(|| self.sentinel_password.clone()),
+            wait_replicas: self.wait_replicas,
+            wait_timeout: self.wait_timeout.0,
         }
     }
 }
@@ -741,6 +772,23 @@ impl Config {
         if self.redis.prefix.is_empty() {
             return Err(invalid("redis.prefix", "must be non-empty".into()));
         }
+        if let Some(bad) = self
+            .redis
+            .sentinels
+            .iter()
+            .find(|s| redis_url_ok(s).is_err())
+        {
+            return Err(invalid(
+                "redis.sentinels",
+                format!("not host:port or a redis:// URL: {bad}"),
+            ));
+        }
+        if !self.redis.sentinels.is_empty() && self.redis.master_name.is_empty() {
+            return Err(invalid("redis.masterName", "must be non-empty".into()));
+        }
+        if self.redis.wait_replicas > 0 {
+            positive("redis.waitTimeout", self.redis.wait_timeout)?;
+        }
         if self.verifier.max_batch == 0 || self.verifier.queue == 0 {
             return Err(invalid(
                 "verifier.maxBatch",
@@ -884,6 +932,37 @@ mod tests {
         c.proxy.difficulty = 0;
         let e = c.check().expect_err("zero difficulty");
         assert!(e.to_string().contains("proxy.difficulty"), "{e}");
+    }
+
+    #[test]
+    fn redis_sentinel_and_replica_wait_keys() {
+        let text = "[redis]\nurl = \"redis://:pw@ignored:1/2\"\nsentinels = [\"10.0.0.1:26379\", \
+                    \"redis://10.0.0.2:26379\"]\nmasterName = \"pool\"\nsentinelPassword = \"s\"\n\
+                    waitReplicas = 1\nwaitTimeout = \"250ms\"\n";
+        let c = Config::parse(text, "f.toml").expect("parses");
+        let o = c.check().expect("valid").config.redis.options();
+        assert_eq!(o.sentinels, ["10.0.0.1:26379", "redis://10.0.0.2:26379"]);
+        assert_eq!(o.master_name, "pool");
+        assert_eq!(o.sentinel_password.as_deref(), Some("s"));
+        assert_eq!(
+            (o.wait_replicas, o.wait_timeout),
+            (1, Duration::from_millis(250))
+        );
+        let d = Config::default().redis.options();
+        assert!(d.sentinels.is_empty() && d.sentinel_password.is_none() && d.wait_replicas == 0);
+        let bad = Config::parse("[redis]\nsentinels = [\"nohostport\"]\n", "f.toml")
+            .expect("parses")
+            .check()
+            .expect_err("not host:port");
+        assert!(bad.to_string().contains("redis.sentinels"), "{bad}");
+        let bad = Config::parse(
+            "[redis]\nwaitReplicas = 1\nwaitTimeout = \"0s\"\n",
+            "f.toml",
+        )
+        .expect("parses")
+        .check()
+        .expect_err("zero wait");
+        assert!(bad.to_string().contains("redis.waitTimeout"), "{bad}");
     }
 
     #[test]

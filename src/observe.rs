@@ -123,6 +123,13 @@ impl Observe {
             self.writer.errors.load(Ordering::Relaxed),
         );
         m.family(
+            "dagproxy_redis_info",
+            "gauge",
+            "The Redis written to (with sentinels: the master they named last).",
+        );
+        let redis = self.ctx.pipeline.store().address();
+        m.sample("dagproxy_redis_info", &[("addr", &redis)], 1);
+        m.family(
             "dagproxy_redis_write_batch_size",
             "histogram",
             "Shares per Redis round trip of the share writer.",

@@ -169,8 +169,8 @@ pub async fn run(
     let Checked { config, chain, .. } = checked;
     let verifier = Verifier::start(chain.clone(), config.verifier_config()).await?;
     tracing::info!(backend = %verifier.backend(), chain = %chain, "verifier started");
-    let store = RedisStore::connect(
-        &config.redis.url,
+    let store = RedisStore::connect_with(
+        &config.redis.options(),
         &config.redis.prefix,
         config.proxy.hashrate_expiration.0,
     )

@@ -113,6 +113,11 @@ async fn health_metrics_and_stats_follow_the_proxy() {
     assert_eq!(at("dagproxy_sick"), 0.0);
     assert_eq!(at("dagproxy_upstream_failures"), 0.0);
     assert_eq!(at("dagproxy_redis_write_errors_total"), 0.0);
+    let redis_info = format!(
+        "dagproxy_redis_info{{addr=\"127.0.0.1:{}\"}}",
+        proxy.redis.port
+    );
+    assert_eq!(at(&redis_info), 1.0);
     // One valid share written in one round trip; both shares timed to their verdict.
     assert_eq!(at("dagproxy_redis_write_batch_size_sum"), 1.0);
     assert_eq!(at("dagproxy_redis_write_seconds_count"), 1.0);

@@ -653,7 +653,7 @@ async fn measure_batch_throughput() {
             .arg("commandstats")
             .query(&mut con)
             .expect("info");
-        for l in info.lines().filter(|l| l.contains("evalsha")) {
+        for l in info.lines().filter(|l| l.contains("cmdstat_eval")) {
             println!("  {l}");
         }
         let _: () = redis::cmd("CONFIG")
@@ -809,4 +809,29 @@ async fn ttl_and_last_share_are_refreshed_once_per_second_per_login() {
         3,
         "every stored share counted"
     );
+}
+
+/// Two batches in flight after Redis lost its script cache (a restart, `SCRIPT FLUSH`) still
+/// run in the order sent: the first copy of a share is the one credited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_in_flight_keep_their_order_after_the_script_cache_is_flushed() {
+    let r = common::RedisServer::start();
+    let st = store(&r, "eth").await;
+    let mut con = r.con();
+    for n in 0..40u64 {
+        let () = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query(&mut con)
+            .expect("flush");
+        let first = [share(LOGIN, "0", 1000 + n, 10, 1)];
+        let again = [share(LOGIN2, "0", 5000 + n, 10, 1), first[0].clone()];
+        // Sent in this order on the one connection, as the share writer does.
+        let (a, b) = tokio::join!(st.write_shares(&first), st.write_shares(&again));
+        assert_eq!(a.expect("first batch"), [WriteOutcome::Stored], "round {n}");
+        assert_eq!(
+            b.expect("second batch"),
+            [WriteOutcome::Stored, WriteOutcome::Duplicate],
+            "round {n}"
+        );
+    }
 }

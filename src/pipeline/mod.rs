@@ -116,6 +116,11 @@ impl Pipeline {
         self.difficulty
     }
 
+    /// The Redis shares go to.
+    pub fn store(&self) -> &RedisStore {
+        &self.store
+    }
+
     /// Verdict counts since start.
     pub fn counters(&self) -> &Counters {
         &self.counters

@@ -11,15 +11,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{RedisError, Script};
+use redis::{RedisError, ToRedisArgs};
 
 use crate::ethash::U256;
+use link::Link;
+pub use link::RedisOptions;
 
-/// Each connection attempt gives up after this long, so a dead Redis fails fast.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// Each command gives up after this long (a batch script of thousands of shares takes a few ms).
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+mod link;
+
 /// Logins remembered for the once-a-second TTL refresh before quiet ones are dropped.
 const TOUCHED_MAX: usize = 100_000;
 /// open-ethereum-pool keeps 3 templates in memory; pow entries older than height-8 go.
@@ -92,6 +91,17 @@ pub enum StorageError {
     /// A command failed: connection lost, timeout, or a Redis error reply.
     #[error("redis: {0}")]
     Redis(#[from] RedisError),
+    /// No sentinel named a reachable master.
+    #[error("redis master lookup via sentinel: {0}")]
+    Lookup(String),
+    /// Written on the master, but fewer replicas than `waitReplicas` acknowledged it in time.
+    #[error("redis write reached {got} of {wanted} replicas in time")]
+    NotReplicated {
+        /// `waitReplicas`.
+        wanted: u32,
+        /// Replicas that acknowledged.
+        got: u32,
+    },
     /// open-ethereum-pool stores difficulties as signed 64-bit integers.
     #[error("share difficulty {0} does not fit open-ethereum-pool's signed 64-bit field")]
     Difficulty(u64),
@@ -104,23 +114,27 @@ impl StorageError {
     /// Whether the error is Redis being unreachable or too slow (rather than a logic error).
     pub fn is_unavailable(&self) -> bool {
         match self {
-            StorageError::Connect { .. } => true,
+            StorageError::Connect { .. }
+            | StorageError::Lookup(_)
+            | StorageError::NotReplicated { .. } => true,
             StorageError::Redis(e) => {
-                e.is_io_error() || e.is_timeout() || e.is_connection_dropped()
+                e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
             }
             _ => false,
         }
     }
 }
 
-/// A handle on the pool's Redis; cheap to clone (one multiplexed, self-reconnecting connection).
+/// A handle on the pool's Redis; cheap to clone (one multiplexed, self-reconnecting connection,
+/// to the master Sentinel names when sentinels are configured).
 #[derive(Clone)]
 pub struct RedisStore {
-    con: ConnectionManager,
+    link: Arc<Link>,
     prefix: String,
     hashrate_expiration_s: u64,
-    share_script: Script,
-    block_script: Script,
     /// Login -> the second in which its hashrate TTL and lastShare were last refreshed.
     touched: Arc<Mutex<HashMap<String, u64>>>,
 }
@@ -134,20 +148,59 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-/// `redis://` is optional: open-ethereum-pool configs give `host:port`.
-fn normalize_url(url: &str) -> String {
-    if url.contains("://") {
-        url.to_string()
-    } else {
-        format!("redis://{url}")
-    }
-}
-
 /// The URL for messages, without a password.
 fn redacted(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
         _ => url.to_string(),
+    }
+}
+
+const SHARE_SCRIPT: &str = include_str!("share.lua");
+const BLOCK_SCRIPT: &str = include_str!("block.lua");
+
+/// A Lua script call sent as `EVAL` with its body, never `EVALSHA`.
+///
+/// `EVALSHA` answers `NOSCRIPT` after a restart or a `SCRIPT FLUSH`, and a client then loads
+/// the script and retries. With two batches in flight, both fail and their retries race: the
+/// later batch could run first and take a duplicate pair's credit from the earlier share (it
+/// did in 1 of 16 runs of `pipelined_requests_are_answered_in_order`, which starts a fresh Redis).
+/// `EVAL` cannot fail that way, so batches run in the order sent. Redis still caches the
+/// compiled script by its SHA1: the body costs about 1 µs of Redis time per call (6.5 KB
+/// hashed; 2.5 against 1.6 µs per call for a trivial script of that size in redis-benchmark),
+/// per batch, not per share.
+struct Eval {
+    body: &'static str,
+    keys: Vec<String>,
+    args: Vec<Vec<u8>>,
+}
+
+impl Eval {
+    fn new(body: &'static str) -> Self {
+        Self {
+            body,
+            keys: Vec::new(),
+            args: Vec::new(),
+        }
+    }
+
+    fn key(&mut self, key: String) -> &mut Self {
+        self.keys.push(key);
+        self
+    }
+
+    fn arg(&mut self, arg: impl ToRedisArgs) -> &mut Self {
+        arg.write_redis_args(&mut self.args);
+        self
+    }
+
+    fn cmd(&self) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(self.body)
+            .arg(self.keys.len())
+            .arg(&self.keys)
+            .arg(&self.args);
+        cmd
     }
 }
 
@@ -204,37 +257,27 @@ impl RedisStore {
         prefix: &str,
         hashrate_expiration: Duration,
     ) -> Result<Self, StorageError> {
-        let full = normalize_url(url);
-        let url_error = |source| StorageError::Url {
-            url: redacted(&full),
-            source,
-        };
-        // No Nagle: with batches pipelined on the one connection, a batch written while the
-        // previous is unacknowledged would wait for Redis's reply to it (or for a 40 ms delayed
-        // ACK when a large batch goes out in pieces), not for Redis.
-        let info = redis::IntoConnectionInfo::into_connection_info(full.as_str())
-            .map_err(url_error)?
-            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-        let client = redis::Client::open(info).map_err(url_error)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let con = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(|source| StorageError::Connect {
-                url: redacted(&full),
-                source,
-            })?;
+        Self::connect_with(&RedisOptions::url(url), prefix, hashrate_expiration).await
+    }
+
+    /// Connects as `opts` say: directly or through Redis Sentinel, with or without waiting
+    /// for replicas after each write.
+    pub async fn connect_with(
+        opts: &RedisOptions,
+        prefix: &str,
+        hashrate_expiration: Duration,
+    ) -> Result<Self, StorageError> {
         Ok(Self {
-            con,
+            link: Link::connect(opts).await?,
             prefix: prefix.to_string(),
             hashrate_expiration_s: hashrate_expiration.as_secs().max(1),
-            share_script: Script::new(include_str!("share.lua")),
-            block_script: Script::new(include_str!("block.lua")),
             touched: Arc::default(),
         })
+    }
+
+    /// The Redis in use, `host:port` (with sentinels: the current master).
+    pub fn address(&self) -> String {
+        self.link.addr()
     }
 
     /// The key prefix (`eth` by default).
@@ -278,7 +321,7 @@ impl RedisStore {
             check_difficulty(s)?;
         }
         let ms = now_ms();
-        let mut inv = self.share_script.prepare_invoke();
+        let mut inv = Eval::new(SHARE_SCRIPT);
         inv.key(self.key(&["pow"]))
             .key(self.key(&["shares", "roundCurrent"]))
             .key(self.key(&["hashrate"]))
@@ -328,8 +371,13 @@ impl RedisStore {
                 .arg(format!("{d}:{}:{}:", s.login, s.worker))
                 .arg(format!("{d}:{}:", s.worker));
         }
-        let mut con = self.con.clone();
-        let flags: Vec<i64> = inv.invoke_async(&mut con).await?;
+        let mut con = self.link.con();
+        let flags: Vec<i64> = inv
+            .cmd()
+            .query_async(&mut con)
+            .await
+            .map_err(|e| self.link.failed(e))?;
+        self.link.replicated().await?;
         if flags.len() != batch.len() {
             return Err(StorageError::Reply(format!(
                 "{} outcomes for {} shares",
@@ -389,7 +437,7 @@ impl RedisStore {
     ) -> Result<WriteOutcome, StorageError> {
         check_difficulty(s)?;
         let ms = now_ms();
-        let mut inv = self.block_script.prepare_invoke();
+        let mut inv = Eval::new(BLOCK_SCRIPT);
         inv.key(self.key(&["pow"]))
             .key(self.key(&["shares", "roundCurrent"]))
             .key(self.key(&["hashrate"]))
@@ -409,8 +457,13 @@ impl RedisStore {
             .arg(b.height)
             .arg(sweep_bound(b.height))
             .arg(b.round_difficulty.to_string());
-        let mut con = self.con.clone();
-        let (flag, _total): (i64, String) = inv.invoke_async(&mut con).await?;
+        let mut con = self.link.con();
+        let (flag, _total): (i64, String) = inv
+            .cmd()
+            .query_async(&mut con)
+            .await
+            .map_err(|e| self.link.failed(e))?;
+        self.link.replicated().await?;
         Ok(if flag == 1 {
             WriteOutcome::Stored
         } else {
@@ -421,12 +474,13 @@ impl RedisStore {
     /// Whether the share's `nonce:powHash:mixDigest` is already in `pow` (read-only; checked
     /// before a block goes to the node).
     pub async fn pow_exists(&self, s: &ShareRecord) -> Result<bool, StorageError> {
-        let mut con = self.con.clone();
+        let mut con = self.link.con();
         let score: Option<String> = redis::cmd("ZSCORE")
             .arg(self.key(&["pow"]))
             .arg(s.pow_member())
             .query_async(&mut con)
-            .await?;
+            .await
+            .map_err(|e| self.link.failed(e))?;
         Ok(score.is_some())
     }
 
@@ -437,7 +491,7 @@ impl RedisStore {
         height: u64,
         difficulty: &U256,
     ) -> Result<(), StorageError> {
-        let mut con = self.con.clone();
+        let mut con = self.link.con();
         let now = now_ms() / 1000;
         let () = redis::cmd("HSET")
             .arg(self.key(&["nodes"]))
@@ -450,7 +504,8 @@ impl RedisStore {
             .arg(format!("{name}:lastBeat"))
             .arg(now)
             .exec_async(&mut con)
-            .await?;
+            .await
+            .map_err(|e| self.link.failed(e))?;
         Ok(())
     }
 
@@ -465,23 +520,28 @@ impl RedisStore {
     }
 
     async fn members(&self, set: &str) -> Result<Vec<String>, StorageError> {
-        let mut con = self.con.clone();
-        Ok(redis::cmd("SMEMBERS")
+        let mut con = self.link.con();
+        redis::cmd("SMEMBERS")
             .arg(self.key(&[set]))
             .query_async(&mut con)
-            .await?)
+            .await
+            .map_err(|e| self.link.failed(e))
     }
 
     /// `PING`.
     pub async fn ping(&self) -> Result<(), StorageError> {
-        let mut con = self.con.clone();
-        let _: String = redis::cmd("PING").query_async(&mut con).await?;
+        let mut con = self.link.con();
+        let _: String = redis::cmd("PING")
+            .query_async(&mut con)
+            .await
+            .map_err(|e| self.link.failed(e))?;
         Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::link::normalize_url;
     use super::*;
 
     #[test]

@@ -22,6 +22,11 @@ impl RedisServer {
 
     /// Spawns `redis-server` on `port` (used to restart one on the same port).
     pub fn start_on(port: u16) -> Self {
+        Self::start_with(port, &[])
+    }
+
+    /// Spawns `redis-server` on `port` with more arguments (`--replicaof HOST PORT`, …).
+    pub fn start_with(port: u16, extra: &[&str]) -> Self {
         let dir =
             std::env::temp_dir().join(format!("dagproxy-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("redis temp dir");
@@ -37,6 +42,7 @@ impl RedisServer {
             .args(["--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
             .arg(&dir)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -94,4 +100,86 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("bind port 0")
+}
+
+/// A Redis Sentinel (`redis-server --sentinel`) on a free port watching one master as
+/// `mymaster` with quorum 1 and quick timeouts, killed on drop.
+pub struct RedisSentinel {
+    child: Child,
+    /// The port it listens on.
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl RedisSentinel {
+    /// Starts watching the master on `master_port` (down after 500 ms of silence).
+    pub fn start(master_port: u16) -> Self {
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("dagproxy-sentinel-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("sentinel temp dir");
+        // Sentinel rewrites its config file, so it gets one of its own.
+        let conf = dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\n\
+                 sentinel monitor mymaster 127.0.0.1 {master_port} 1\n\
+                 sentinel down-after-milliseconds mymaster 500\n\
+                 sentinel failover-timeout mymaster 3000\n",
+                dir.display()
+            ),
+        )
+        .expect("write sentinel.conf");
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (deploy/test.sh installs it)");
+        let sentinel = Self { child, port, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if sentinel.query::<String>(&mut redis::cmd("PING")).is_some() {
+                return sentinel;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("sentinel on port {port} did not answer");
+    }
+
+    /// A command to the sentinel, `None` if it fails.
+    pub fn query<T: redis::FromRedisValue>(&self, cmd: &mut redis::Cmd) -> Option<T> {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port)).ok()?;
+        let mut con = client.get_connection().ok()?;
+        cmd.query(&mut con).ok()
+    }
+
+    /// Waits until the sentinel has found a replica of the master that is up (a failover
+    /// needs one).
+    pub fn wait_for_replica(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let replicas: Option<Vec<std::collections::HashMap<String, String>>> =
+                self.query(redis::cmd("SENTINEL").arg("replicas").arg("mymaster"));
+            let up = replicas.unwrap_or_default().iter().any(|r| {
+                r.get("flags").map(String::as_str) == Some("slave")
+                    && r.get("master-link-status").map(String::as_str) == Some("ok")
+            });
+            if up {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("sentinel found no replica");
+    }
+}
+
+impl Drop for RedisSentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

@@ -1,0 +1,230 @@
+//! Redis high availability against real servers: the store follows a Redis Sentinel failover
+//! to the promoted replica with no acknowledged share missing, and `waitReplicas` refuses to
+//! report a share stored that no replica has.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{free_port, RedisSentinel, RedisServer};
+use dagproxy::storage::{RedisOptions, RedisStore, ShareRecord, StorageError, WriteOutcome};
+use redis::Commands;
+
+const LOGIN: &str = "0xb85150eb365e7df0941f0cf08235f987ba91506a";
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn share(nonce: u64) -> ShareRecord {
+    ShareRecord {
+        login: LOGIN.to_string(),
+        worker: "rig".to_string(),
+        nonce: format!("0x{nonce:016x}"),
+        pow_hash: format!("0x{:064x}", 7),
+        mix_digest: format!("0x{:064x}", nonce ^ 0xabcdef),
+        difficulty: 5,
+        height: 100,
+    }
+}
+
+/// A primary and its replica, the replica in sync.
+fn primary_and_replica() -> (RedisServer, RedisServer) {
+    let primary = RedisServer::start();
+    let port = primary.port.to_string();
+    let replica = RedisServer::start_with(free_port(), &["--replicaof", "127.0.0.1", &port]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut replica.con())
+            .expect("info");
+        if info.contains("master_link_status:up") {
+            return (primary, replica);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("replica did not sync");
+}
+
+fn role(r: &RedisServer) -> String {
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query(&mut r.con())
+        .expect("info");
+    info.lines()
+        .find_map(|l| l.strip_prefix("role:"))
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_a_sentinel_failover_and_loses_no_acknowledged_share() {
+    let (mut primary, replica) = primary_and_replica();
+    let sentinel = RedisSentinel::start(primary.port);
+    sentinel.wait_for_replica();
+    let opts = RedisOptions {
+        // With sentinels only the URL's credentials and db count: this port is never used.
+        url: "redis://127.0.0.1:1/0".into(),
+        sentinels: vec![format!("127.0.0.1:{}", sentinel.port)],
+        master_name: "mymaster".into(),
+        ..RedisOptions::default()
+    };
+    let store = RedisStore::connect_with(&opts, "eth", HOUR)
+        .await
+        .expect("connect through sentinel");
+    assert_eq!(store.address(), format!("127.0.0.1:{}", primary.port));
+    // A second proxy that sends nothing during the failover.
+    let idle = RedisStore::connect_with(&opts, "eth", HOUR)
+        .await
+        .expect("connect through sentinel");
+
+    let mut acked = Vec::new();
+    for n in 0..20 {
+        let out = store.write_share(&share(n)).await.expect("write");
+        assert_eq!(out, WriteOutcome::Stored);
+        acked.push(n);
+    }
+    // Asynchronous replication: let the replica catch up before the primary dies (the
+    // `waitReplicas` test covers writes that must not be acknowledged before that).
+    let mut con = replica.con();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while con.zcard::<_, usize>("eth:pow").expect("zcard") < acked.len() {
+        assert!(Instant::now() < deadline, "replica did not catch up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    primary.kill();
+    let killed = Instant::now();
+    let mut refused = 0;
+    let mut n = 100;
+    // Writes go on as a proxy's would: refused while the master is gone, then accepted by
+    // the promoted replica once the store found it through the sentinel.
+    let moved = loop {
+        assert!(
+            killed.elapsed() < Duration::from_secs(45),
+            "no failover followed ({refused} writes refused)"
+        );
+        n += 1;
+        match store.write_share(&share(n)).await {
+            Ok(out) => {
+                assert_eq!(out, WriteOutcome::Stored);
+                acked.push(n);
+                if store.address() == format!("127.0.0.1:{}", replica.port) && acked.len() > 30 {
+                    break killed.elapsed();
+                }
+            }
+            Err(e) => {
+                assert!(e.is_unavailable(), "{e}");
+                refused += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(role(&replica), "master", "the replica was promoted");
+    assert!(refused > 0, "the outage was seen");
+    let mut con = replica.con();
+    for &n in &acked {
+        let s = share(n);
+        let score: Option<f64> = con.zscore("eth:pow", s.pow_member()).expect("zscore");
+        assert!(
+            score.is_some(),
+            "acknowledged share {n} missing after the failover"
+        );
+    }
+    let round: i64 = con.hget("eth:shares:roundCurrent", LOGIN).expect("round");
+    assert_eq!(
+        round,
+        5 * acked.len() as i64,
+        "each acknowledged share counted once"
+    );
+    eprintln!(
+        "failover followed after {moved:?}: {refused} writes refused, {} acknowledged",
+        acked.len()
+    );
+
+    // The old primary comes back and the sentinel makes it a replica. The idle store still
+    // points there: its first write is refused (read-only), and it finds the new master.
+    let old_port = primary.port;
+    drop(primary);
+    let old = RedisServer::start_on(old_port);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while role(&old) != "slave" {
+        assert!(Instant::now() < deadline, "the old primary was not demoted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut n = 1000;
+    loop {
+        n += 1;
+        match idle.write_share(&share(n)).await {
+            Ok(out) => {
+                assert_eq!(out, WriteOutcome::Stored);
+                break;
+            }
+            Err(e) => {
+                assert!(e.is_unavailable(), "{e}");
+                assert!(Instant::now() < deadline, "still refused: {e}");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(idle.address(), format!("127.0.0.1:{}", replica.port));
+    let score: Option<f64> = con
+        .zscore("eth:pow", share(n).pow_member())
+        .expect("zscore");
+    assert!(score.is_some(), "written to the new master");
+}
+
+#[tokio::test]
+async fn wait_replicas_reports_unreplicated_writes_as_not_stored() {
+    let (primary, replica) = primary_and_replica();
+    let opts = |wanted| RedisOptions {
+        url: primary.url(),
+        wait_replicas: wanted,
+        wait_timeout: Duration::from_millis(200),
+        ..RedisOptions::default()
+    };
+    let one = RedisStore::connect_with(&opts(1), "eth", HOUR)
+        .await
+        .expect("connect");
+    assert_eq!(
+        one.write_share(&share(1)).await.expect("replicated"),
+        WriteOutcome::Stored
+    );
+    // Acknowledged means on the replica too, already.
+    let on_replica: Option<f64> = replica
+        .con()
+        .zscore("eth:pow", share(1).pow_member())
+        .expect("zscore");
+    assert!(on_replica.is_some());
+
+    // Two wanted, one there: the write happened on the primary, but it is not reported stored.
+    let two = RedisStore::connect_with(&opts(2), "eth", HOUR)
+        .await
+        .expect("connect");
+    let err = two
+        .write_share(&share(2))
+        .await
+        .expect_err("one replica only");
+    assert!(
+        matches!(err, StorageError::NotReplicated { wanted: 2, got: 1 }),
+        "{err}"
+    );
+    assert!(err.is_unavailable());
+
+    // The replica leaves: nothing is acknowledged any more.
+    let () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut replica.con())
+        .expect("replicaof no one");
+    let err = one.write_share(&share(3)).await.expect_err("no replica");
+    assert!(
+        matches!(err, StorageError::NotReplicated { wanted: 1, got: 0 }),
+        "{err}"
+    );
+    let blocks_err = one
+        .write_shares(&[share(4), share(5)])
+        .await
+        .expect_err("no replica");
+    assert!(blocks_err.is_unavailable());
+}
