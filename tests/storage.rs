@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dagproxy::ethash::U256;
 use dagproxy::storage::{BlockRecord, RedisStore, ShareRecord, StorageError, WriteOutcome};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use redis::Commands;
 
 const LOGIN: &str = "0xb85150eb365e7df0941f0cf08235f987ba91506a";
@@ -811,27 +812,58 @@ async fn ttl_and_last_share_are_refreshed_once_per_second_per_login() {
     );
 }
 
-/// Two batches in flight after Redis lost its script cache (a restart, `SCRIPT FLUSH`) still
-/// run in the order sent: the first copy of a share is the one credited.
+async fn tagged(
+    st: &RedisStore,
+    i: usize,
+    batch: &[ShareRecord],
+) -> (usize, Result<Vec<WriteOutcome>, StorageError>) {
+    (i, st.write_shares(batch).await)
+}
+
+/// The first two batches in flight of a proxy that connects to a Redis without its scripts
+/// (a fresh one, a restart, `SCRIPT FLUSH`) run in the order sent: the first copy of a share is
+/// the one credited. (Before the store loaded its scripts at connect, both batches were
+/// refused with NOSCRIPT and their retries raced.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batches_in_flight_keep_their_order_after_the_script_cache_is_flushed() {
+async fn first_batches_after_connecting_keep_their_order() {
     let r = common::RedisServer::start();
-    let st = store(&r, "eth").await;
     let mut con = r.con();
-    for n in 0..40u64 {
+    for n in 0..100u64 {
         let () = redis::cmd("SCRIPT")
             .arg("FLUSH")
             .query(&mut con)
             .expect("flush");
+        let st = store(&r, "eth").await;
         let first = [share(LOGIN, "0", 1000 + n, 10, 1)];
         let again = [share(LOGIN2, "0", 5000 + n, 10, 1), first[0].clone()];
-        // Sent in this order on the one connection, as the share writer does.
-        let (a, b) = tokio::join!(st.write_shares(&first), st.write_shares(&again));
-        assert_eq!(a.expect("first batch"), [WriteOutcome::Stored], "round {n}");
+        // Both in flight on the one connection, polled as the share writer polls its batches.
+        let mut in_flight = FuturesUnordered::new();
+        in_flight.push(tagged(&st, 0, &first));
+        in_flight.push(tagged(&st, 1, &again));
+        let mut out = [None, None];
+        while let Some((i, r)) = in_flight.next().await {
+            out[i] = Some(r.expect("batch"));
+        }
         assert_eq!(
-            b.expect("second batch"),
-            [WriteOutcome::Stored, WriteOutcome::Duplicate],
+            out[0].as_deref(),
+            Some(&[WriteOutcome::Stored][..]),
+            "round {n}"
+        );
+        assert_eq!(
+            out[1].as_deref(),
+            Some(&[WriteOutcome::Stored, WriteOutcome::Duplicate][..]),
             "round {n}"
         );
     }
+    // And a script cache lost while connected is recovered from (EVAL with the body).
+    let st = store(&r, "eth").await;
+    let () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut con)
+        .expect("flush");
+    let out = st
+        .write_shares(&[share(LOGIN, "0", 9999, 10, 1)])
+        .await
+        .expect("written after NOSCRIPT");
+    assert_eq!(out, [WriteOutcome::Stored]);
 }
