@@ -788,6 +788,11 @@ impl Config {
         }
         if self.redis.wait_replicas > 0 {
             positive("redis.waitTimeout", self.redis.wait_timeout)?;
+            // Each Redis command times out after 2 s: a longer WAIT would look like a dead
+            // master.
+            if self.redis.wait_timeout.0 > Duration::from_millis(1500) {
+                return Err(invalid("redis.waitTimeout", "must be at most 1.5s".into()));
+            }
         }
         if self.verifier.max_batch == 0 || self.verifier.queue == 0 {
             return Err(invalid(
@@ -963,6 +968,14 @@ mod tests {
         .check()
         .expect_err("zero wait");
         assert!(bad.to_string().contains("redis.waitTimeout"), "{bad}");
+        let bad = Config::parse(
+            "[redis]\nwaitReplicas = 1\nwaitTimeout = \"2s\"\n",
+            "f.toml",
+        )
+        .expect("parses")
+        .check()
+        .expect_err("longer than a command may take");
+        assert!(bad.to_string().contains("at most 1.5s"), "{bad}");
     }
 
     #[test]

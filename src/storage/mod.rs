@@ -124,7 +124,7 @@ impl StorageError {
                 e.is_io_error()
                     || e.is_timeout()
                     || e.is_connection_dropped()
-                    || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+                    || e.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly)
             }
             _ => false,
         }
