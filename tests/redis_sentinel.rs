@@ -32,11 +32,7 @@ fn primary_and_replica() -> (RedisServer, RedisServer) {
     let replica = RedisServer::start_with(free_port(), &["--replicaof", "127.0.0.1", &port]);
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        let info: String = redis::cmd("INFO")
-            .arg("replication")
-            .query(&mut replica.con())
-            .expect("info");
-        if info.contains("master_link_status:up") {
+        if replication(&replica, "master_link_status") == "up" {
             return (primary, replica);
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -44,16 +40,21 @@ fn primary_and_replica() -> (RedisServer, RedisServer) {
     panic!("replica did not sync");
 }
 
-fn role(r: &RedisServer) -> String {
+/// A field of `INFO replication` (empty when absent).
+fn replication(r: &RedisServer, field: &str) -> String {
     let info: String = redis::cmd("INFO")
         .arg("replication")
         .query(&mut r.con())
         .expect("info");
     info.lines()
-        .find_map(|l| l.strip_prefix("role:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .unwrap_or("")
         .trim()
         .to_string()
+}
+
+fn role(r: &RedisServer) -> String {
+    replication(r, "role")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

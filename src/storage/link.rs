@@ -158,7 +158,9 @@ impl Link {
             running: AtomicBool::new(false),
             last: Mutex::new(None),
         };
-        let (con, addr) = lookup.master().await?;
+        let client = lookup.master().await?;
+        let addr = addr_of(&client);
+        let con = manage(client, &addr).await?;
         tracing::info!(master = %lookup.master_name, %addr, "redis master from sentinel");
         Ok(Arc::new(Self {
             current: RwLock::new(Current { con, addr }),
@@ -202,21 +204,32 @@ impl Link {
 
     async fn relocate(&self) {
         let Some(lookup) = &self.sentinel else { return };
-        let (con, addr) = match lookup.master().await {
+        let found = lookup
+            .master()
+            .await
+            .map(|client| (addr_of(&client), client));
+        let (addr, client) = match found {
+            // Not moved (yet): the current connection reconnects on its own.
+            Ok((addr, _)) if addr == self.addr() => return,
             Ok(found) => found,
             Err(e) => {
                 tracing::warn!(master = %lookup.master_name, "redis master lookup: {e}");
                 return;
             }
         };
+        let con = match manage(client, &addr).await {
+            Ok(con) => con,
+            Err(e) => {
+                tracing::warn!(master = %lookup.master_name, "new redis master: {e}");
+                return;
+            }
+        };
         let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
-        if current.addr != addr {
-            tracing::warn!(
-                master = %lookup.master_name, from = %current.addr, to = %addr,
-                "redis master moved, switching"
-            );
-            *current = Current { con, addr };
-        }
+        tracing::warn!(
+            master = %lookup.master_name, from = %current.addr, to = %addr,
+            "redis master moved, switching"
+        );
+        *current = Current { con, addr };
     }
 
     /// After a write: with `waitReplicas`, waits until that many replicas acknowledged it.
@@ -253,22 +266,24 @@ impl SentinelLookup {
         true
     }
 
-    /// Asks the sentinels for the master (redis-rs checks that it is one) and connects.
-    async fn master(&self) -> Result<(ConnectionManager, String), StorageError> {
+    /// Asks the sentinels for the master (redis-rs checks that it is one).
+    async fn master(&self) -> Result<redis::Client, StorageError> {
         let find = async {
             let mut sentinel = self.sentinel.lock().await;
             sentinel
                 .async_master_for(&self.master_name, Some(&self.node))
                 .await
         };
-        let client = tokio::time::timeout(LOOKUP_TIMEOUT, find)
+        tokio::time::timeout(LOOKUP_TIMEOUT, find)
             .await
             .map_err(|_| StorageError::Lookup(format!("no answer in {LOOKUP_TIMEOUT:?}")))?
-            .map_err(|e| StorageError::Lookup(e.to_string()))?;
-        let addr = client.get_connection_info().addr().to_string();
-        let con = manage(client, &addr).await?;
-        Ok((con, addr))
+            .map_err(|e| StorageError::Lookup(e.to_string()))
     }
+}
+
+/// A client's `host:port`.
+fn addr_of(client: &redis::Client) -> String {
+    client.get_connection_info().addr().to_string()
 }
 
 async fn manage(client: redis::Client, url: &str) -> Result<ConnectionManager, StorageError> {

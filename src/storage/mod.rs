@@ -140,8 +140,7 @@ pub struct RedisStore {
     hashrate_expiration_s: u64,
     /// Login -> the second in which its hashrate TTL and lastShare were last refreshed.
     touched: Arc<Mutex<HashMap<String, u64>>>,
-    /// The share and block scripts.
-    scripts: Arc<(Lua, Lua)>,
+    scripts: Arc<Scripts>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -169,6 +168,12 @@ fn compact(lua: &str) -> String {
         .filter(|l| !l.is_empty() && !l.starts_with("--"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// The share and block scripts.
+struct Scripts {
+    share: Lua,
+    block: Lua,
 }
 
 /// A Lua script, compacted, and its SHA1.
@@ -307,14 +312,14 @@ impl RedisStore {
             prefix: prefix.to_string(),
             hashrate_expiration_s: hashrate_expiration.as_secs().max(1),
             touched: Arc::default(),
-            scripts: Arc::new((
-                Lua::new(include_str!("share.lua")),
-                Lua::new(include_str!("block.lua")),
-            )),
+            scripts: Arc::new(Scripts {
+                share: Lua::new(include_str!("share.lua")),
+                block: Lua::new(include_str!("block.lua")),
+            }),
         };
         // Loaded now, so the first batches in flight are not refused and retried (see Eval).
         let mut con = store.link.con();
-        for lua in [&store.scripts.0, &store.scripts.1] {
+        for lua in [&store.scripts.share, &store.scripts.block] {
             let _: String = redis::cmd("SCRIPT")
                 .arg("LOAD")
                 .arg(&lua.body)
@@ -371,7 +376,7 @@ impl RedisStore {
             check_difficulty(s)?;
         }
         let ms = now_ms();
-        let mut inv = Eval::new(&self.scripts.0);
+        let mut inv = Eval::new(&self.scripts.share);
         inv.key(self.key(&["pow"]))
             .key(self.key(&["shares", "roundCurrent"]))
             .key(self.key(&["hashrate"]))
@@ -483,7 +488,7 @@ impl RedisStore {
     ) -> Result<WriteOutcome, StorageError> {
         check_difficulty(s)?;
         let ms = now_ms();
-        let mut inv = Eval::new(&self.scripts.1);
+        let mut inv = Eval::new(&self.scripts.block);
         inv.key(self.key(&["pow"]))
             .key(self.key(&["shares", "roundCurrent"]))
             .key(self.key(&["hashrate"]))
