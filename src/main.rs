@@ -107,6 +107,40 @@ enum BenchCommand {
     Cpu(BenchCpuArgs),
     /// The share verifier (opencl, cpu, cpu-light) per batch size.
     Verify(dagproxy::verify::cli::BenchVerifyArgs),
+    /// Share writes against a Redis: shares/s and Redis CPU per share (under its own prefix,
+    /// deleted afterwards).
+    Redis(BenchRedisArgs),
+}
+
+#[derive(Args, Debug)]
+struct BenchRedisArgs {
+    /// Redis URL (`redis://[:password@]host:port[/db]` or `host:port`).
+    #[arg(long)]
+    redis: String,
+    /// Shares to write.
+    #[arg(long, default_value_t = 200_000)]
+    shares: u64,
+    /// Distinct miner logins.
+    #[arg(long, default_value_t = 200)]
+    logins: u64,
+    /// Shares per script call (the proxy's batches are as large as the shares waiting).
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Calls in flight at once (the proxy keeps 2).
+    #[arg(long, default_value_t = 2)]
+    in_flight: usize,
+    /// Key prefix, deleted before and after: never a pool's own.
+    #[arg(long, default_value = "dagproxy-bench")]
+    prefix: String,
+    /// Wait for this many replicas after each call (Redis `WAIT`, as `[redis] waitReplicas`).
+    #[arg(long, default_value_t = 0)]
+    wait_replicas: u32,
+    /// How long each `WAIT` may take, milliseconds (as `[redis] waitTimeout`).
+    #[arg(long, default_value_t = 100)]
+    wait_timeout_ms: u64,
+    /// Print JSON (the only output format).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -186,6 +220,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::Verify(a)) => {
             let report = dagproxy::verify::cli::bench(a)?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Redis(a)) => {
+            let params = dagproxy::storage::bench::BenchParams {
+                shares: a.shares,
+                logins: a.logins,
+                batch: a.batch,
+                in_flight: a.in_flight,
+                prefix: a.prefix,
+            };
+            let opts = dagproxy::storage::RedisOptions {
+                wait_replicas: a.wait_replicas,
+                wait_timeout: std::time::Duration::from_millis(a.wait_timeout_ms),
+                ..dagproxy::storage::RedisOptions::url(&a.redis)
+            };
+            let report = runtime()?.block_on(dagproxy::storage::bench::run(&opts, &params))?;
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }

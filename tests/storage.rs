@@ -619,49 +619,101 @@ async fn dead_redis_fails_fast_and_recovers() {
     assert_eq!(zset(&mut con, "eth:pow").len(), 1);
 }
 
-/// Not a speed assertion: prints batch throughput for the report (`--ignored --nocapture`).
+/// `dagproxy bench redis --json`: every synthetic share stored and measured, nothing left
+/// under its prefix, and the pool's own keys (another prefix, same Redis) untouched.
 #[tokio::test]
-#[ignore = "measurement"]
-async fn measure_batch_throughput() {
+async fn redis_bench_measures_and_removes_only_its_own_keys() {
     let r = common::RedisServer::start();
-    let st = store(&r, "eth").await;
-    for (batch, workers) in [(1usize, 1000u64), (100, 1000), (1000, 1000), (1000, 10)] {
-        let total = 50_000usize;
-        let t = Instant::now();
-        let mut nonce = (batch as u64) << 40;
-        for _ in 0..total / batch {
-            let shares: Vec<ShareRecord> = (0..batch)
-                .map(|_| {
-                    nonce += 1;
-                    share(
-                        &format!("0x{:040x}", nonce % workers),
-                        "w",
-                        nonce,
-                        500,
-                        4_000_000_000,
-                    )
-                })
-                .collect();
-            st.write_shares(&shares).await.expect("batch");
-        }
-        let s = t.elapsed().as_secs_f64();
-        println!(
-            "batch {batch} workers {workers}: {:.0} shares/s",
-            total as f64 / s
-        );
-        let mut con = r.con();
-        let info: String = redis::cmd("INFO")
-            .arg("commandstats")
-            .query(&mut con)
-            .expect("info");
-        for l in info.lines().filter(|l| l.contains("cmdstat_eval")) {
-            println!("  {l}");
-        }
-        let _: () = redis::cmd("CONFIG")
-            .arg("RESETSTAT")
-            .query(&mut con)
-            .expect("resetstat");
+    let pool = store(&r, "eth").await;
+    pool.write_share(&share(LOGIN, "rig", 1, 100, 5))
+        .await
+        .expect("pool share");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dagproxy"))
+        .args(["bench", "redis", "--redis", &r.url(), "--shares", "3000"])
+        .args([
+            "--logins", "30", "--batch", "16", "--prefix", "bench", "--json",
+        ])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["stored"], serde_json::json!(3000), "{v}");
+    assert_eq!(v["batch"], serde_json::json!(16), "{v}");
+    for field in ["shares_per_s", "script_us_per_share", "seconds"] {
+        assert!(v[field].as_f64().unwrap_or(0.0) > 0.0, "{field} in {v}");
     }
+    assert!(v["redis_cpu_us_per_share"].as_f64().is_some(), "{v}");
+    assert!(
+        v["redis_version"].as_str().is_some_and(|s| !s.is_empty()),
+        "{v}"
+    );
+    let mut con = r.con();
+    let left: Vec<String> = con.keys("bench:*").expect("keys");
+    assert!(left.is_empty(), "{left:?}");
+    let pow: Vec<(String, f64)> = zset(&mut con, "eth:pow");
+    assert_eq!(pow.len(), 1);
+    let round: HashMap<String, i64> = con.hgetall("eth:shares:roundCurrent").expect("round");
+    assert_eq!(round.get(LOGIN), Some(&5));
+}
+
+#[tokio::test]
+async fn redis_bench_refuses_empty_runs_and_glob_prefixes() {
+    use dagproxy::storage::bench::{run, BenchError, BenchParams};
+    use dagproxy::storage::RedisOptions;
+    let r = common::RedisServer::start();
+    let opts = RedisOptions::url(&r.url());
+    let ok = BenchParams {
+        shares: 10,
+        logins: 2,
+        batch: 4,
+        in_flight: 1,
+        prefix: "b".into(),
+    };
+    let bad = [
+        BenchParams {
+            batch: 0,
+            ..ok.clone()
+        },
+        BenchParams {
+            logins: 0,
+            ..ok.clone()
+        },
+        BenchParams {
+            prefix: "eth*".into(),
+            ..ok.clone()
+        },
+        BenchParams {
+            prefix: String::new(),
+            ..ok.clone()
+        },
+    ];
+    for p in bad {
+        let e = run(&opts, &p).await;
+        assert!(matches!(e, Err(BenchError::Params(_))), "{p:?}: {e:?}");
+    }
+    let report = run(&opts, &ok).await.expect("bench");
+    assert_eq!(report.stored, 10);
+    // Waiting for a replica this Redis does not have: every write refused, said so.
+    let lonely = RedisOptions {
+        wait_replicas: 1,
+        wait_timeout: Duration::from_millis(20),
+        ..opts.clone()
+    };
+    let e = run(&lonely, &ok).await;
+    assert!(
+        matches!(
+            e,
+            Err(BenchError::Storage(StorageError::NotReplicated {
+                wanted: 1,
+                got: 0
+            }))
+        ),
+        "{e:?}"
+    );
 }
 
 /// A TCP relay to Redis that can go silent (a frozen host or a black-holed network: no RST,

@@ -20,6 +20,7 @@ use crate::ethash::U256;
 use link::Link;
 pub use link::RedisOptions;
 
+pub mod bench;
 mod link;
 
 /// Logins remembered for the once-a-second TTL refresh before quiet ones are dropped.
@@ -574,6 +575,48 @@ impl RedisStore {
             .query_async(&mut con)
             .await
             .map_err(|e| self.link.failed(e))
+    }
+
+    /// The text of `INFO <section>`.
+    pub async fn info(&self, section: &str) -> Result<String, StorageError> {
+        let mut con = self.link.con();
+        redis::cmd("INFO")
+            .arg(section)
+            .query_async(&mut con)
+            .await
+            .map_err(|e| self.link.failed(e))
+    }
+
+    /// Unlinks every key under this store's prefix (`SCAN` + `UNLINK`): for the bench's own
+    /// namespace, never a pool's.
+    pub async fn delete_prefixed(&self) -> Result<u64, StorageError> {
+        let mut con = self.link.con();
+        let pattern = format!("{}:*", self.prefix);
+        let mut cursor = 0u64;
+        let mut deleted = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut con)
+                .await
+                .map_err(|e| self.link.failed(e))?;
+            if !keys.is_empty() {
+                let n: u64 = redis::cmd("UNLINK")
+                    .arg(&keys)
+                    .query_async(&mut con)
+                    .await
+                    .map_err(|e| self.link.failed(e))?;
+                deleted += n;
+            }
+            if next == 0 {
+                return Ok(deleted);
+            }
+            cursor = next;
+        }
     }
 
     /// `PING`.
