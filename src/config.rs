@@ -425,6 +425,9 @@ pub struct RedisSection {
     pub wait_replicas: u32,
     /// How long to wait for them; a share not replicated in time is answered as not stored.
     pub wait_timeout: Dur,
+    /// With sentinels, how often the master is looked up while writes succeed; 0s: only
+    /// after a failed write.
+    pub sentinel_recheck: Dur,
 }
 
 impl Default for RedisSection {
@@ -437,6 +440,7 @@ impl Default for RedisSection {
             sentinel_password: String::new(),
             wait_replicas: 0,
             wait_timeout: Dur(Duration::from_millis(100)),
+            sentinel_recheck: Dur(Duration::from_secs(5)),
         }
     }
 }
@@ -452,6 +456,7 @@ impl RedisSection {
                 .then(|| self.sentinel_password.clone()),
             wait_replicas: self.wait_replicas,
             wait_timeout: self.wait_timeout.0,
+            sentinel_recheck: Some(self.sentinel_recheck.0).filter(|d| !d.is_zero()),
         }
     }
 }
@@ -943,7 +948,7 @@ mod tests {
     fn redis_sentinel_and_replica_wait_keys() {
         let text = "[redis]\nurl = \"redis://:pw@ignored:1/2\"\nsentinels = [\"10.0.0.1:26379\", \
                     \"redis://10.0.0.2:26379\"]\nmasterName = \"pool\"\nsentinelPassword = \"s\"\n\
-                    waitReplicas = 1\nwaitTimeout = \"250ms\"\n";
+                    waitReplicas = 1\nwaitTimeout = \"250ms\"\nsentinelRecheck = \"2s\"\n";
         let c = Config::parse(text, "f.toml").expect("parses");
         let o = c.check().expect("valid").config.redis.options();
         assert_eq!(o.sentinels, ["10.0.0.1:26379", "redis://10.0.0.2:26379"]);
@@ -953,7 +958,11 @@ mod tests {
             (o.wait_replicas, o.wait_timeout),
             (1, Duration::from_millis(250))
         );
+        assert_eq!(o.sentinel_recheck, Some(Duration::from_secs(2)));
         let d = Config::default().redis.options();
+        assert_eq!(d.sentinel_recheck, Some(Duration::from_secs(5)));
+        let off = Config::parse("[redis]\nsentinelRecheck = \"0s\"\n", "f.toml").expect("parses");
+        assert_eq!(off.redis.options().sentinel_recheck, None);
         assert!(d.sentinels.is_empty() && d.sentinel_password.is_none() && d.wait_replicas == 0);
         // The check's error for a config that parses.
         let rejected = |text: &str| {

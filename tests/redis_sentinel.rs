@@ -67,6 +67,8 @@ async fn follows_a_sentinel_failover_and_loses_no_acknowledged_share() {
         url: "redis://127.0.0.1:1/0".into(),
         sentinels: vec![format!("127.0.0.1:{}", sentinel.port)],
         master_name: "mymaster".into(),
+        // No periodic lookup: here only failed writes may move the stores.
+        sentinel_recheck: None,
         ..RedisOptions::default()
     };
     let store = RedisStore::connect_with(&opts, "eth", HOUR)
@@ -228,4 +230,83 @@ async fn wait_replicas_reports_unreplicated_writes_as_not_stored() {
         .await
         .expect_err("no replica");
     assert!(blocks_err.is_unavailable());
+}
+
+/// The sentinels name another master while the current one still takes writes (a master cut
+/// off from them, or an operator's `SENTINEL MONITOR`): no write fails, so only the periodic
+/// lookup moves the store, and its next writes go to the new master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moves_to_the_master_the_sentinels_name_while_the_old_one_still_writes() {
+    let old = RedisServer::start();
+    let new = RedisServer::start();
+    let sentinel = RedisSentinel::start(old.port);
+    let opts = RedisOptions {
+        url: "redis://127.0.0.1:1/0".into(),
+        sentinels: vec![format!("127.0.0.1:{}", sentinel.port)],
+        master_name: "mymaster".into(),
+        sentinel_recheck: Some(Duration::from_millis(300)),
+        ..RedisOptions::default()
+    };
+    let store = RedisStore::connect_with(&opts, "eth", HOUR)
+        .await
+        .expect("connect through sentinel");
+    // Without the recheck, only a failed write would ever look again.
+    let static_opts = RedisOptions {
+        sentinel_recheck: None,
+        ..opts.clone()
+    };
+    let stays = RedisStore::connect_with(&static_opts, "eth", HOUR)
+        .await
+        .expect("connect through sentinel");
+    assert_eq!(store.address(), format!("127.0.0.1:{}", old.port));
+
+    let _: String = sentinel
+        .query(redis::cmd("SENTINEL").arg("REMOVE").arg("mymaster"))
+        .expect("sentinel remove");
+    let _: String = sentinel
+        .query(
+            redis::cmd("SENTINEL")
+                .arg("MONITOR")
+                .arg("mymaster")
+                .arg("127.0.0.1")
+                .arg(new.port)
+                .arg(1),
+        )
+        .expect("sentinel monitor");
+    let named = Instant::now();
+    let mut n = 0;
+    while store.address() != format!("127.0.0.1:{}", new.port) {
+        assert!(
+            named.elapsed() < Duration::from_secs(10),
+            "still writing to the old master"
+        );
+        n += 1;
+        let out = store
+            .write_share(&share(n))
+            .await
+            .expect("old master writes");
+        assert_eq!(out, WriteOutcome::Stored);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "moved {:?} after the sentinels named the new master",
+        named.elapsed()
+    );
+    let after = share(10_000);
+    assert_eq!(
+        store.write_share(&after).await.expect("new master writes"),
+        WriteOutcome::Stored
+    );
+    let on_new: Option<f64> = new
+        .con()
+        .zscore("eth:pow", after.pow_member())
+        .expect("zscore");
+    assert!(on_new.is_some(), "written to the new master");
+    let on_old: Option<f64> = old
+        .con()
+        .zscore("eth:pow", after.pow_member())
+        .expect("zscore");
+    assert!(on_old.is_none());
+    // The store without the recheck never looked again: its writes still succeed on the old.
+    assert_eq!(stays.address(), format!("127.0.0.1:{}", old.port));
 }

@@ -40,6 +40,11 @@ pub struct RedisOptions {
     pub wait_replicas: u32,
     /// How long `WAIT` may take.
     pub wait_timeout: Duration,
+    /// With sentinels, also look the master up this often while writes succeed (`None`: only
+    /// when a write fails). A master cut off from the sentinels may go on accepting writes
+    /// after they promoted another; only a lookup tells, and what it takes meanwhile is lost
+    /// when it rejoins as a replica.
+    pub sentinel_recheck: Option<Duration>,
 }
 
 impl RedisOptions {
@@ -162,11 +167,31 @@ impl Link {
         let addr = addr_of(&client);
         let con = manage(client, &addr).await?;
         tracing::info!(master = %lookup.master_name, %addr, "redis master from sentinel");
-        Ok(Arc::new(Self {
+        let link = Arc::new(Self {
             current: RwLock::new(Current { con, addr }),
             sentinel: Some(lookup),
             wait,
-        }))
+        });
+        if let Some(every) = opts.sentinel_recheck.filter(|d| !d.is_zero()) {
+            tokio::spawn(recheck(Arc::downgrade(&link), every));
+        }
+        Ok(link)
+    }
+
+    /// Starts a lookup of the master in the background unless one is running or began
+    /// under [`LOOKUP_GAP`] ago.
+    fn lookup(self: &Arc<Self>) {
+        let Some(lookup) = &self.sentinel else { return };
+        if !lookup.start() {
+            return;
+        }
+        let link = self.clone();
+        tokio::spawn(async move {
+            link.relocate().await;
+            if let Some(l) = &link.sentinel {
+                l.running.store(false, Ordering::Release);
+            }
+        });
     }
 
     /// The connection to use now (cheap: a handle on the one multiplexed connection).
@@ -188,16 +213,8 @@ impl Link {
     /// a time, at most one per [`LOOKUP_GAP`]); the write itself is not retried, so its shares
     /// are answered as not stored and the miner resubmits.
     pub fn failed(self: &Arc<Self>, e: RedisError) -> StorageError {
-        if let Some(lookup) = &self.sentinel {
-            if master_lost(&e) && lookup.start() {
-                let link = self.clone();
-                tokio::spawn(async move {
-                    link.relocate().await;
-                    if let Some(l) = &link.sentinel {
-                        l.running.store(false, Ordering::Release);
-                    }
-                });
-            }
+        if master_lost(&e) {
+            self.lookup();
         }
         StorageError::Redis(e)
     }
@@ -278,6 +295,20 @@ impl SentinelLookup {
             .await
             .map_err(|_| StorageError::Lookup(format!("no answer in {LOOKUP_TIMEOUT:?}")))?
             .map_err(|e| StorageError::Lookup(e.to_string()))
+    }
+}
+
+/// Looks the master up every `period` for as long as the link is in use.
+async fn recheck(link: std::sync::Weak<Link>, period: Duration) {
+    let mut every = tokio::time::interval(period);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        match link.upgrade() {
+            Some(link) => link.lookup(),
+            None => return,
+        }
     }
 }
 
