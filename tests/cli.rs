@@ -1,20 +1,13 @@
 //! The engine's CLI contract: `hash` JSON output, `dag` files, and one-line errors with status 2.
 
+mod common;
+
 use std::process::Command;
+
+use common::json_of;
 
 fn dagproxy() -> Command {
     Command::new(env!("CARGO_BIN_EXE_dagproxy"))
-}
-
-/// Runs the command, which must succeed, and parses its standard output as JSON.
-fn json_of(cmd: &mut Command) -> serde_json::Value {
-    let out = cmd.output().expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("json")
 }
 
 const HEADER: &str = "0xc9149cc0386e689d789a1c2f3d5d169a61a6218ed30e74414dc736e442ef3d1f";

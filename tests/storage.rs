@@ -628,19 +628,13 @@ async fn redis_bench_measures_and_removes_only_its_own_keys() {
     pool.write_share(&share(LOGIN, "rig", 1, 100, 5))
         .await
         .expect("pool share");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dagproxy"))
-        .args(["bench", "redis", "--redis", &r.url(), "--shares", "3000"])
-        .args([
-            "--logins", "30", "--batch", "16", "--prefix", "bench", "--json",
-        ])
-        .output()
-        .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let v = common::json_of(
+        std::process::Command::new(env!("CARGO_BIN_EXE_dagproxy"))
+            .args(["bench", "redis", "--redis", &r.url(), "--shares", "3000"])
+            .args([
+                "--logins", "30", "--batch", "16", "--prefix", "bench", "--json",
+            ]),
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["stored"], serde_json::json!(3000), "{v}");
     assert_eq!(v["batch"], serde_json::json!(16), "{v}");
     for field in ["shares_per_s", "script_us_per_share", "seconds"] {

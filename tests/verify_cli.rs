@@ -2,6 +2,8 @@
 //! on every backend; `auto` without an OpenCL driver falls back to the CPU with one log line and
 //! `opencl` fails clearly; `devices` and `bench verify` print their JSON.
 
+mod common;
+
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
@@ -173,17 +175,11 @@ fn bench_verify_prints_its_report() {
         kinds.push("opencl");
     }
     for kind in kinds {
-        let out = dagproxy()
-            .args(["bench", "verify", "--chain", "test", "--verifier", kind])
-            .args(["--seconds", "0.05", "--max-batch", "64", "--json"])
-            .output()
-            .expect("runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let v: Value = common::json_of(
+            dagproxy()
+                .args(["bench", "verify", "--chain", "test", "--verifier", kind])
+                .args(["--seconds", "0.05", "--max-batch", "64", "--json"]),
         );
-        let v: Value = serde_json::from_slice(&out.stdout).expect("json");
         assert!(v["backend"].as_str().expect("backend").starts_with(kind));
         assert!(v["dag_seconds"].as_f64().is_some(), "{v}");
         let b = v["batches"].as_array().expect("batches");

@@ -589,7 +589,7 @@ impl RedisStore {
 
     /// Unlinks every key under this store's prefix (`SCAN` + `UNLINK`): for the bench's own
     /// namespace, never a pool's.
-    pub async fn delete_prefixed(&self) -> Result<u64, StorageError> {
+    pub(crate) async fn delete_prefixed(&self) -> Result<u64, StorageError> {
         let mut con = self.link.con();
         let pattern = format!("{}:*", self.prefix);
         let mut cursor = 0u64;

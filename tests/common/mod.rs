@@ -1,4 +1,5 @@
-//! Test harness shared by the integration tests: a real `redis-server` on a free port.
+//! Test harness shared by the integration tests: a real `redis-server` on a free port, and
+//! running the CLI for its JSON.
 #![allow(dead_code)]
 
 use std::net::TcpListener;
@@ -182,4 +183,15 @@ impl Drop for RedisSentinel {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Runs a CLI command, which must succeed, and parses its standard output as JSON.
+pub fn json_of(cmd: &mut Command) -> serde_json::Value {
+    let out = cmd.output().expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
 }
