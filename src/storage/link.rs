@@ -82,7 +82,7 @@ fn manager_config() -> ConnectionManagerConfig {
 }
 
 /// Whether an error says the master may have moved: it is gone, or it is a replica now.
-fn master_lost(e: &RedisError) -> bool {
+pub(super) fn master_lost(e: &RedisError) -> bool {
     e.is_io_error()
         || e.is_connection_dropped()
         || e.is_connection_refusal()

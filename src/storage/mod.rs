@@ -121,12 +121,8 @@ impl StorageError {
             StorageError::Connect { .. }
             | StorageError::Lookup(_)
             | StorageError::NotReplicated { .. } => true,
-            StorageError::Redis(e) => {
-                e.is_io_error()
-                    || e.is_timeout()
-                    || e.is_connection_dropped()
-                    || e.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly)
-            }
+            // The errors that also make a sentinel setup look for the master.
+            StorageError::Redis(e) => link::master_lost(e),
             _ => false,
         }
     }
@@ -520,16 +516,25 @@ impl RedisStore {
         })
     }
 
+    /// One plain command on the current connection; a failure goes through the link (which
+    /// may start a master lookup).
+    async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StorageError> {
+        let mut con = self.link.con();
+        cmd.query_async(&mut con)
+            .await
+            .map_err(|e| self.link.failed(e))
+    }
+
     /// Whether the share's `nonce:powHash:mixDigest` is already in `pow` (read-only; checked
     /// before a block goes to the node).
     pub async fn pow_exists(&self, s: &ShareRecord) -> Result<bool, StorageError> {
-        let mut con = self.link.con();
-        let score: Option<String> = redis::cmd("ZSCORE")
-            .arg(self.key(&["pow"]))
-            .arg(s.pow_member())
-            .query_async(&mut con)
-            .await
-            .map_err(|e| self.link.failed(e))?;
+        let score: Option<String> = self
+            .query(
+                redis::cmd("ZSCORE")
+                    .arg(self.key(&["pow"]))
+                    .arg(s.pow_member()),
+            )
+            .await?;
         Ok(score.is_some())
     }
 
@@ -540,22 +545,20 @@ impl RedisStore {
         height: u64,
         difficulty: &U256,
     ) -> Result<(), StorageError> {
-        let mut con = self.link.con();
         let now = now_ms() / 1000;
-        let () = redis::cmd("HSET")
-            .arg(self.key(&["nodes"]))
-            .arg(format!("{name}:name"))
-            .arg(name)
-            .arg(format!("{name}:height"))
-            .arg(height)
-            .arg(format!("{name}:difficulty"))
-            .arg(difficulty.to_string())
-            .arg(format!("{name}:lastBeat"))
-            .arg(now)
-            .exec_async(&mut con)
-            .await
-            .map_err(|e| self.link.failed(e))?;
-        Ok(())
+        self.query(
+            redis::cmd("HSET")
+                .arg(self.key(&["nodes"]))
+                .arg(format!("{name}:name"))
+                .arg(name)
+                .arg(format!("{name}:height"))
+                .arg(height)
+                .arg(format!("{name}:difficulty"))
+                .arg(difficulty.to_string())
+                .arg(format!("{name}:lastBeat"))
+                .arg(now),
+        )
+        .await
     }
 
     /// `SMEMBERS prefix:blacklist` (banned logins).
@@ -569,48 +572,34 @@ impl RedisStore {
     }
 
     async fn members(&self, set: &str) -> Result<Vec<String>, StorageError> {
-        let mut con = self.link.con();
-        redis::cmd("SMEMBERS")
-            .arg(self.key(&[set]))
-            .query_async(&mut con)
+        self.query(redis::cmd("SMEMBERS").arg(self.key(&[set])))
             .await
-            .map_err(|e| self.link.failed(e))
     }
 
     /// The text of `INFO <section>`.
     pub async fn info(&self, section: &str) -> Result<String, StorageError> {
-        let mut con = self.link.con();
-        redis::cmd("INFO")
-            .arg(section)
-            .query_async(&mut con)
-            .await
-            .map_err(|e| self.link.failed(e))
+        self.query(redis::cmd("INFO").arg(section)).await
     }
 
     /// Unlinks every key under this store's prefix (`SCAN` + `UNLINK`): for the bench's own
     /// namespace, never a pool's.
     pub(crate) async fn delete_prefixed(&self) -> Result<u64, StorageError> {
-        let mut con = self.link.con();
         let pattern = format!("{}:*", self.prefix);
         let mut cursor = 0u64;
         let mut deleted = 0u64;
         loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut con)
-                .await
-                .map_err(|e| self.link.failed(e))?;
+            let (next, keys): (u64, Vec<String>) = self
+                .query(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000),
+                )
+                .await?;
             if !keys.is_empty() {
-                let n: u64 = redis::cmd("UNLINK")
-                    .arg(&keys)
-                    .query_async(&mut con)
-                    .await
-                    .map_err(|e| self.link.failed(e))?;
-                deleted += n;
+                deleted += self.query::<u64>(redis::cmd("UNLINK").arg(&keys)).await?;
             }
             if next == 0 {
                 return Ok(deleted);
@@ -621,11 +610,7 @@ impl RedisStore {
 
     /// `PING`.
     pub async fn ping(&self) -> Result<(), StorageError> {
-        let mut con = self.link.con();
-        let _: String = redis::cmd("PING")
-            .query_async(&mut con)
-            .await
-            .map_err(|e| self.link.failed(e))?;
+        let _: String = self.query(&redis::cmd("PING")).await?;
         Ok(())
     }
 }
