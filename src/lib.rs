@@ -15,6 +15,7 @@
 //! - [`proxy`], [`config`], [`shutdown`]: wiring, TOML configuration, signals.
 //! - [`devnet`], [`miner`], [`loadgen`]: dev chain node, demo miner, load generator.
 //! - [`bench`], [`cli`], [`hexutil`]: benchmarks, shared argument parsers, `0x` hex.
+//! - [`heap`]: the allocator's settings for long-running commands.
 //! - [`policy`]: open-ethereum-pool's policy server (bans, connection limits, black/whitelists).
 //! - [`vardiff`]: per-session variable share difficulty.
 
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod config;
 pub mod devnet;
 pub mod ethash;
+pub mod heap;
 pub mod hexutil;
 pub mod http;
 pub mod loadgen;

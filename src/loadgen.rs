@@ -32,6 +32,9 @@ const ID_FIRST: u64 = 100;
 const MAX_BANK: usize = 4_000_000;
 /// Time allowed for the share bank to fill before the clock starts.
 const PREFILL_LIMIT: Duration = Duration::from_secs(120);
+/// Heap kept per acknowledged share until the report: its `pow` member (about 150 bytes), the
+/// member's slot and its latency, with room.
+const KEPT_PER_SHARE: usize = 256;
 /// Extranonce bytes this load generator handles (the proxy's choice).
 const EXTRANONCE_BYTES: usize = 2;
 /// Bits of the nonce an EthereumStratum/1.0.0 miner chooses.
@@ -1506,6 +1509,12 @@ pub async fn run_cli(args: LoadgenArgs) -> Result<LoadReport, LoadgenError> {
         chain: args.chain,
         dialect: args.dialect,
     };
+    // What the run keeps per acknowledged share is faulted in before its clock starts, so
+    // that page faults on fresh memory are not measured as the proxy's latency (see heap).
+    let kept = expected_replies(cfg.rate, cfg.duration, cfg.connections)
+        .saturating_mul(cfg.connections)
+        .saturating_mul(KEPT_PER_SHARE);
+    crate::heap::hold(crate::heap::PROXY_WARM.saturating_add(kept));
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(async move {

@@ -359,6 +359,8 @@ pub fn main(args: &ProxyArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let warm = crate::heap::hold(crate::heap::PROXY_WARM);
+    tracing::debug!(bytes = warm, "heap faulted in and held");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
