@@ -129,6 +129,14 @@ impl Observe {
         );
         let redis = self.ctx.pipeline.store().address();
         m.sample("dagproxy_redis_info", &[("addr", &redis)], 1);
+        if let Some(n) = self.ctx.pipeline.store().sentinel_failures() {
+            m.one(
+                "dagproxy_redis_sentinel_failed_lookups",
+                "gauge",
+                "Master lookups in a row that no sentinel answered (0 while they answer).",
+                n,
+            );
+        }
         m.family(
             "dagproxy_redis_write_batch_size",
             "histogram",

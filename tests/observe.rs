@@ -118,6 +118,8 @@ async fn health_metrics_and_stats_follow_the_proxy() {
         proxy.redis.port
     );
     assert_eq!(at(&redis_info), 1.0);
+    // Only a store that asks sentinels for its master has their failure gauge.
+    assert!(!text.contains("dagproxy_redis_sentinel_failed_lookups"));
     // One valid share written in one round trip; both shares timed to their verdict.
     assert_eq!(at("dagproxy_redis_write_batch_size_sum"), 1.0);
     assert_eq!(at("dagproxy_redis_write_seconds_count"), 1.0);

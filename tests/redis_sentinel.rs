@@ -310,3 +310,57 @@ async fn moves_to_the_master_the_sentinels_name_while_the_old_one_still_writes()
     // The store without the recheck never looked again: its writes still succeed on the old.
     assert_eq!(stays.address(), format!("127.0.0.1:{}", old.port));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asks_past_a_dead_sentinel_and_keeps_writing_while_none_answers() {
+    let master = RedisServer::start();
+    let sentinel = RedisSentinel::start(master.port);
+    // The first sentinel listed is down: nothing listens on its port.
+    let dead = free_port();
+    let opts = RedisOptions {
+        url: "redis://127.0.0.1:1/0".into(),
+        sentinels: vec![
+            format!("127.0.0.1:{dead}"),
+            format!("127.0.0.1:{}", sentinel.port),
+        ],
+        master_name: "mymaster".into(),
+        sentinel_recheck: Some(Duration::from_millis(200)),
+        ..RedisOptions::default()
+    };
+    let store = RedisStore::connect_with(&opts, "eth", HOUR)
+        .await
+        .expect("connect through the second sentinel");
+    let at_master = format!("127.0.0.1:{}", master.port);
+    assert_eq!(store.address(), at_master);
+    // Several rechecks, each past the dead sentinel.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(store.sentinel_failures(), Some(0));
+
+    // No sentinel answers: writes go on to the master in use; the failed lookups are counted.
+    let port = sentinel.port;
+    drop(sentinel);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut n = 0;
+    while store.sentinel_failures() < Some(3) {
+        assert!(Instant::now() < deadline, "lookups not failing");
+        n += 1;
+        let out = store.write_share(&share(n)).await.expect("master writes");
+        assert_eq!(out, WriteOutcome::Stored);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(store.address(), at_master);
+
+    // A sentinel back on that port: the next recheck gets an answer and the count clears.
+    let _back = RedisSentinel::start_on(port, master.port);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.sentinel_failures() != Some(0) {
+        assert!(
+            Instant::now() < deadline,
+            "sentinel answers, still counted as failing"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(store.address(), at_master);
+    let stored: usize = master.con().zcard("eth:pow").expect("zcard");
+    assert_eq!(stored, n as usize);
+}

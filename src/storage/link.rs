@@ -2,7 +2,7 @@
 //! (looked up again when the master is lost or turns read-only after a failover), and the
 //! optional `WAIT` for replicas after each write.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -109,6 +109,8 @@ struct SentinelLookup {
     node: SentinelNodeConnectionInfo,
     running: AtomicBool,
     last: Mutex<Option<Instant>>,
+    /// Lookups in a row that no sentinel answered (0 once one does).
+    failing: AtomicU64,
 }
 
 impl Link {
@@ -162,6 +164,7 @@ impl Link {
                 .set_tcp_settings(tcp()),
             running: AtomicBool::new(false),
             last: Mutex::new(None),
+            failing: AtomicU64::new(0),
         };
         let client = lookup.master().await?;
         let addr = addr_of(&client);
@@ -204,6 +207,13 @@ impl Link {
         self.read().addr.clone()
     }
 
+    /// With sentinels, the master lookups in a row that none answered; `None` without.
+    pub fn sentinel_failures(&self) -> Option<u64> {
+        self.sentinel
+            .as_ref()
+            .map(|l| l.failing.load(Ordering::Acquire))
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Current> {
         self.current.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -221,19 +231,19 @@ impl Link {
 
     async fn relocate(&self) {
         let Some(lookup) = &self.sentinel else { return };
-        let found = lookup
-            .master()
-            .await
-            .map(|client| (addr_of(&client), client));
-        let (addr, client) = match found {
-            // Not moved (yet): the current connection reconnects on its own.
-            Ok((addr, _)) if addr == self.addr() => return,
-            Ok(found) => found,
+        let client = match lookup.master().await {
+            Ok(client) => client,
             Err(e) => {
-                tracing::warn!(master = %lookup.master_name, "redis master lookup: {e}");
+                lookup.failed(&e);
                 return;
             }
         };
+        lookup.answered();
+        let addr = addr_of(&client);
+        // Not moved (yet): the current connection reconnects on its own.
+        if addr == self.addr() {
+            return;
+        }
         let con = match manage(client, &addr).await {
             Ok(con) => con,
             Err(e) => {
@@ -281,6 +291,24 @@ impl SentinelLookup {
         }
         *last = Some(Instant::now());
         true
+    }
+
+    /// Logs a failed lookup: the first of a run as a warning, the rest (one per recheck while
+    /// the sentinels are away) at debug level.
+    fn failed(&self, e: &StorageError) {
+        let n = self.failing.fetch_add(1, Ordering::AcqRel) + 1;
+        if n == 1 {
+            tracing::warn!(master = %self.master_name, "redis master lookup: {e}");
+        } else {
+            tracing::debug!(master = %self.master_name, failed = n, "redis master lookup: {e}");
+        }
+    }
+
+    fn answered(&self) {
+        let n = self.failing.swap(0, Ordering::AcqRel);
+        if n > 0 {
+            tracing::info!(master = %self.master_name, failed = n, "sentinels answer again");
+        }
     }
 
     /// Asks the sentinels for the master (redis-rs checks that it is one).

@@ -332,6 +332,12 @@ impl RedisStore {
         self.link.addr()
     }
 
+    /// With sentinels, the master lookups in a row that no sentinel answered (0 while they
+    /// answer); `None` without sentinels.
+    pub fn sentinel_failures(&self) -> Option<u64> {
+        self.link.sentinel_failures()
+    }
+
     /// The key prefix (`eth` by default).
     pub fn prefix(&self) -> &str {
         &self.prefix

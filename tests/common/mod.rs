@@ -115,7 +115,11 @@ pub struct RedisSentinel {
 impl RedisSentinel {
     /// Starts watching the master on `master_port` (down after 500 ms of silence).
     pub fn start(master_port: u16) -> Self {
-        let port = free_port();
+        Self::start_on(free_port(), master_port)
+    }
+
+    /// [`RedisSentinel::start`] on a given port (one a stopped sentinel had, say).
+    pub fn start_on(port: u16, master_port: u16) -> Self {
         let dir =
             std::env::temp_dir().join(format!("dagproxy-sentinel-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("sentinel temp dir");
