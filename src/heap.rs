@@ -56,7 +56,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn holds_the_heap_and_touches_what_it_was_asked_for() {
+    fn turns_purging_off_and_warms_whole_chunks() {
         // mimalloc's default delay is 1000 ms (or MIMALLOC_PURGE_DELAY when set): reading it
         // here before hold() checks that the index names that option.
         if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {

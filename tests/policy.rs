@@ -84,6 +84,78 @@ async fn invalid_ratio_bans_until_the_ban_expires() {
     proxy.stop().await;
 }
 
+/// A temporary ipset set, destroyed when dropped.
+struct IpSet(String);
+
+impl IpSet {
+    fn create() -> Self {
+        let set = IpSet(format!("dagproxy-test-{}", std::process::id()));
+        let out = set.run(&["create", &set.0, "hash:ip", "timeout", "0", "-exist"]);
+        assert!(
+            out.status.success(),
+            "ipset create (needs root and the ipset command): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        set
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new("ipset")
+            .args(args)
+            .output()
+            .expect("the ipset command runs")
+    }
+
+    /// The timeout left on `ip` in the set, if it is there.
+    fn timeout_of(&self, ip: &str) -> Option<u64> {
+        let out = self.run(&["list", &self.0]);
+        String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+            let rest = l.strip_prefix(ip)?.strip_prefix(" timeout ")?;
+            rest.trim().parse().ok()
+        })
+    }
+}
+
+impl Drop for IpSet {
+    fn drop(&mut self) {
+        let _ = self.run(&["destroy", &self.0]);
+    }
+}
+
+/// A ban through the real `ipset` command, as a firewall rule would use it. It changes the
+/// host's netfilter state (a set of its own, removed afterwards), so it runs on demand, as root:
+/// `cargo test --test policy -- --ignored ipset`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root and the ipset command: cargo test --test policy -- --ignored ipset"]
+async fn an_invalid_ratio_ban_adds_the_ip_to_the_ipset_set() {
+    let set = IpSet::create();
+    let dev = Devnet::start(HARD_BLOCK).await;
+    let redis = common::RedisServer::start();
+    let mut config = banning(&dev, &redis);
+    config.proxy.policy.banning.ipset = set.0.clone();
+    config.proxy.policy.banning.timeout = 600;
+    let proxy = TestProxy::start(config, redis).await;
+    let mut c = proxy.client().await;
+    c.login().await;
+    assert_eq!(set.timeout_of("127.0.0.1"), None);
+    for skip in 0..4 {
+        let _ = c
+            .call("eth_submitWork", share(&dev, Quality::Low, skip))
+            .await;
+    }
+    assert!(c.read().await.is_none(), "closed after the ban");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let left = loop {
+        if let Some(t) = set.timeout_of("127.0.0.1") {
+            break t;
+        }
+        assert!(std::time::Instant::now() < deadline, "not added to the set");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!((590..=600).contains(&left), "timeout left {left}");
+    proxy.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_on_both_front_ends_reach_the_limit() {
     let dev = Devnet::start(HARD_BLOCK).await;
