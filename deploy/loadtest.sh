@@ -8,7 +8,9 @@
 # LT_VERIFIER (cpu), LT_BIN (another dagproxy binary, for A/B runs; default: the release
 # build), LT_DIALECT (ethproxy | ethereumstratum (alias nicehash) | mixed: every other
 # connection EthereumStratum/1.0.0), LT_REDIS_PORT, LT_NODE_PORT, LT_STRATUM_PORT,
-# LT_METRICS_PORT, LT_REDIS_NICE and LT_PROXY_NICE (unset: normal priority; e.g. -10 and -5
+# LT_METRICS_PORT, LT_REPLICAS (0: that many Redis replicas of the one written to, on the next
+# ports), LT_WAIT_REPLICAS (0: the proxy's [redis] waitReplicas; needs as many replicas) and
+# LT_WAIT_TIMEOUT (100ms: its waitTimeout), LT_REDIS_NICE and LT_PROXY_NICE (unset: normal priority; e.g. -10 and -5
 # let the system under test go before the load generator sharing its CPUs, as remote miners
 # would), LT_NICEHASH_PORT (unset: EthereumStratum/1.0.0 miners use the main Stratum port,
 # where the proxy detects them from their first message; set: the proxy also listens there
@@ -57,6 +59,34 @@ pids+=($!)
 [ -n "${LT_REDIS_NICE:-}" ] && renice -n "$LT_REDIS_NICE" -p "$!" >/dev/null
 for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 redis-cli -p "$redis_port" flushall >/dev/null
+replicas=${LT_REPLICAS:-0}
+wait_replicas=${LT_WAIT_REPLICAS:-0}
+if [ "$wait_replicas" -gt "$replicas" ]; then
+  echo "LT_WAIT_REPLICAS=$wait_replicas needs LT_REPLICAS of at least that" >&2
+  exit 2
+fi
+for i in $(seq "$replicas"); do
+  rport=$((redis_port + i))
+  redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no \
+    --replicaof 127.0.0.1 "$redis_port" >"$work/replica$i.log" 2>&1 &
+  pids+=($!)
+  [ -n "${LT_REDIS_NICE:-}" ] && renice -n "$LT_REDIS_NICE" -p "$!" >/dev/null
+done
+if [ "$replicas" -gt 0 ]; then
+  up=0
+  for _ in $(seq 100); do
+    up=$(redis-cli -p "$redis_port" info replication | grep -c 'state=online' || true)
+    [ "$up" -ge "$replicas" ] && break
+    sleep 0.1
+  done
+  [ "$up" -ge "$replicas" ] || { echo "replicas did not come online" >&2; exit 1; }
+fi
+# Settings without a command-line flag go in a config file; the flags below override the rest.
+cat >"$work/proxy.toml" <<EOF
+[redis]
+waitReplicas = $wait_replicas
+waitTimeout = "${LT_WAIT_TIMEOUT:-100ms}"
+EOF
 
 # No new heights during the run (block-time 0, difficulty far above what the shares reach),
 # so every valid share stays valid.
@@ -67,10 +97,11 @@ sleep 0.3
 
 nicehash_listen=off
 [ -n "$nicehash_port" ] && nicehash_listen=127.0.0.1:$nicehash_port
-RUST_LOG=${RUST_LOG:-warn} "$bin" proxy --chain test --verifier "$verifier" \
-  --upstream "http://127.0.0.1:$node_port" --redis "redis://127.0.0.1:$redis_port/0" \
-  --stratum "127.0.0.1:$stratum_port" --stratum-nicehash "$nicehash_listen" \
-  --http off --metrics "127.0.0.1:$metrics_port" --difficulty "${LT_DIFFICULTY:-2}" >"$work/proxy.log" 2>&1 &
+RUST_LOG=${RUST_LOG:-warn} "$bin" proxy -c "$work/proxy.toml" --chain test \
+  --verifier "$verifier" --upstream "http://127.0.0.1:$node_port" \
+  --redis "redis://127.0.0.1:$redis_port/0" --stratum "127.0.0.1:$stratum_port" \
+  --stratum-nicehash "$nicehash_listen" --http off --metrics "127.0.0.1:$metrics_port" \
+  --difficulty "${LT_DIFFICULTY:-2}" >"$work/proxy.log" 2>&1 &
 proxy=$!
 pids=("$proxy" "${pids[@]}")
 [ -n "${LT_PROXY_NICE:-}" ] && renice -n "$LT_PROXY_NICE" -p "$proxy" >/dev/null
