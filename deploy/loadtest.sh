@@ -51,7 +51,7 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
-redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
+redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --dir "$work" \
   >"$work/redis.log" 2>&1 &
 pids+=($!)
 # Redis is one thread serving every proxy: under CPU contention its run-queue waits become
@@ -67,8 +67,10 @@ if [ "$wait_replicas" -gt "$replicas" ]; then
 fi
 for i in $(seq "$replicas"); do
   rport=$((redis_port + i))
+  # Its own directory: a replica keeps the RDB of its initial sync on disk.
+  mkdir -p "$work/replica$i"
   redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no \
-    --replicaof 127.0.0.1 "$redis_port" >"$work/replica$i.log" 2>&1 &
+    --dir "$work/replica$i" --replicaof 127.0.0.1 "$redis_port" >"$work/replica$i.log" 2>&1 &
   pids+=($!)
   [ -n "${LT_REDIS_NICE:-}" ] && renice -n "$LT_REDIS_NICE" -p "$!" >/dev/null
 done
