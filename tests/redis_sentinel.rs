@@ -53,6 +53,18 @@ fn replication(r: &RedisServer, field: &str) -> String {
         .to_string()
 }
 
+/// Options that ask the sentinels on `ports` (in that order) for `mymaster`, looking again
+/// every `recheck`. With sentinels only the URL's credentials and db count: its port is unused.
+fn via_sentinels(ports: &[u16], recheck: Option<Duration>) -> RedisOptions {
+    RedisOptions {
+        url: "redis://127.0.0.1:1/0".into(),
+        sentinels: ports.iter().map(|p| format!("127.0.0.1:{p}")).collect(),
+        master_name: "mymaster".into(),
+        sentinel_recheck: recheck,
+        ..RedisOptions::default()
+    }
+}
+
 fn role(r: &RedisServer) -> String {
     replication(r, "role")
 }
@@ -62,15 +74,8 @@ async fn follows_a_sentinel_failover_and_loses_no_acknowledged_share() {
     let (mut primary, replica) = primary_and_replica();
     let sentinel = RedisSentinel::start(primary.port);
     sentinel.wait_for_replica();
-    let opts = RedisOptions {
-        // With sentinels only the URL's credentials and db count: this port is never used.
-        url: "redis://127.0.0.1:1/0".into(),
-        sentinels: vec![format!("127.0.0.1:{}", sentinel.port)],
-        master_name: "mymaster".into(),
-        // No periodic lookup: here only failed writes may move the stores.
-        sentinel_recheck: None,
-        ..RedisOptions::default()
-    };
+    // No periodic lookup: here only failed writes may move the stores.
+    let opts = via_sentinels(&[sentinel.port], None);
     let store = RedisStore::connect_with(&opts, "eth", HOUR)
         .await
         .expect("connect through sentinel");
@@ -240,13 +245,7 @@ async fn moves_to_the_master_the_sentinels_name_while_the_old_one_still_writes()
     let old = RedisServer::start();
     let new = RedisServer::start();
     let sentinel = RedisSentinel::start(old.port);
-    let opts = RedisOptions {
-        url: "redis://127.0.0.1:1/0".into(),
-        sentinels: vec![format!("127.0.0.1:{}", sentinel.port)],
-        master_name: "mymaster".into(),
-        sentinel_recheck: Some(Duration::from_millis(300)),
-        ..RedisOptions::default()
-    };
+    let opts = via_sentinels(&[sentinel.port], Some(Duration::from_millis(300)));
     let store = RedisStore::connect_with(&opts, "eth", HOUR)
         .await
         .expect("connect through sentinel");
@@ -317,16 +316,7 @@ async fn asks_past_a_dead_sentinel_and_keeps_writing_while_none_answers() {
     let sentinel = RedisSentinel::start(master.port);
     // The first sentinel listed is down: nothing listens on its port.
     let dead = free_port();
-    let opts = RedisOptions {
-        url: "redis://127.0.0.1:1/0".into(),
-        sentinels: vec![
-            format!("127.0.0.1:{dead}"),
-            format!("127.0.0.1:{}", sentinel.port),
-        ],
-        master_name: "mymaster".into(),
-        sentinel_recheck: Some(Duration::from_millis(200)),
-        ..RedisOptions::default()
-    };
+    let opts = via_sentinels(&[dead, sentinel.port], Some(Duration::from_millis(200)));
     let store = RedisStore::connect_with(&opts, "eth", HOUR)
         .await
         .expect("connect through the second sentinel");
